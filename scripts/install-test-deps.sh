@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end client tests (tests/e2e) need on a fresh Debian
+# machine where we are root: curl, wscat (npm), websocat (cargo), and the Python
+# packages websockets + pytest. Idempotent: anything already present is skipped,
+# so a second run takes about a second.
+#
+# Only package registries are used (Debian, npm, crates.io, PyPI); no prebuilt
+# binaries are downloaded.
+#
+# websocat lands in ~/.cargo/bin: put it on PATH in the shell that runs the tests,
+#   export PATH="$HOME/.cargo/bin:$PATH"
+# (tests/e2e/conftest.py also looks there).
+set -euo pipefail
+
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+PYTHON="${PYTHON:-python3}"
+
+say() { printf '[install-test-deps] %s\n' "$*"; }
+
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" = 0 ]; then
+        say "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+    say "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# --- curl ---------------------------------------------------------------------
+if command -v curl >/dev/null 2>&1; then
+    say "curl: present ($(command -v curl))"
+else
+    say "curl: missing, installing"
+    apt_install curl ca-certificates
+fi
+
+# --- Python: websockets + pytest -------------------------------------------------
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    say "$PYTHON: missing, installing python3 + pip"
+    apt_install python3 python3-pip
+fi
+py_missing=()
+"$PYTHON" -c 'import websockets' >/dev/null 2>&1 || py_missing+=("websockets>=14")
+"$PYTHON" -c 'import pytest' >/dev/null 2>&1 || py_missing+=("pytest")
+if [ "${#py_missing[@]}" -gt 0 ]; then
+    if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
+        apt_install python3-pip
+    fi
+    say "pip install ${py_missing[*]}"
+    # --break-system-packages is needed for Debian's own (externally managed)
+    # python3; older pips do not know the flag, so fall back without it.
+    "$PYTHON" -m pip install -q --break-system-packages "${py_missing[@]}" 2>/dev/null \
+        || "$PYTHON" -m pip install -q "${py_missing[@]}"
+else
+    say "python: websockets and pytest present"
+fi
+# The guide's Python snippet needs websockets >= 14 (`additional_headers=`).
+if ! "$PYTHON" - <<'PY'
+import sys, websockets
+major = int(websockets.__version__.split(".")[0])
+sys.exit(0 if major >= 14 else 1)
+PY
+then
+    say "pip install --upgrade websockets>=14"
+    "$PYTHON" -m pip install -q --upgrade --break-system-packages "websockets>=14" 2>/dev/null \
+        || "$PYTHON" -m pip install -q --upgrade "websockets>=14"
+fi
+
+# --- wscat (npm) ----------------------------------------------------------------
+if command -v wscat >/dev/null 2>&1; then
+    say "wscat: present ($(command -v wscat))"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        say "npm: missing, installing nodejs + npm"
+        apt_install nodejs npm
+    fi
+    say "npm install -g wscat"
+    npm install -g --no-fund --no-audit wscat
+fi
+
+# --- websocat (cargo) -------------------------------------------------------------
+if command -v websocat >/dev/null 2>&1; then
+    say "websocat: present ($(command -v websocat))"
+else
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "[install-test-deps] cargo not found: install a Rust toolchain first" >&2
+        exit 1
+    fi
+    say "cargo install --locked websocat (takes a few minutes)"
+    cargo install --locked websocat
+fi
+
+say "done: curl $(curl --version | head -n1 | cut -d' ' -f2), wscat $(wscat --version), $(websocat --version), websockets $("$PYTHON" -c 'import websockets; print(websockets.__version__)'), pytest $("$PYTHON" -c 'import pytest; print(pytest.__version__)')"

@@ -1,0 +1,426 @@
+//! Typed settings, loaded once at start-up and validated before anything listens.
+//!
+//! Precedence, later wins: the built-in defaults (`config/default.toml`, compiled in so the
+//! documented file and the defaults can never drift) < `--config FILE` < `EVENTS_HUB__SECTION__KEY`
+//! environment variables < command-line flags.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+/// The commented default configuration, also the built-in defaults.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Claims a credential may carry.
+pub const READ_ONLY: &str = "READ_ONLY";
+pub const EVENTS_PUBLISH: &str = "EVENTS_PUBLISH";
+/// The role that holds every claim.
+pub const SUPER_USER: &str = "SUPER_USER";
+pub const KNOWN_CLAIMS: [&str; 2] = [READ_ONLY, EVENTS_PUBLISH];
+
+/// Channels the protocol itself relies on; configuration may add more, never remove these.
+pub const REQUIRED_CHANNELS: [&str; 3] = ["global", "health", "system"];
+/// Channel subscriptions are a bit set in a `u64`.
+pub const MAX_CHANNELS: usize = 64;
+
+/// A setting that cannot be used: start-up stops with this message and exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting `{key}`: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub admission: AdmissionSettings,
+    pub hub: HubSettings,
+    pub heartbeat: HeartbeatSettings,
+    pub limits: LimitSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwt_algorithm: String,
+    pub jwt_secret: String,
+    pub jwt_public_key_file: String,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_leeway_secs: u64,
+    pub allow_query_token: bool,
+    pub api_keys: Vec<ApiKeySettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySettings {
+    pub name: String,
+    pub sha256: String,
+    pub claims: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionSettings {
+    pub max_connections_per_ip: u32,
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSettings {
+    pub channels: Vec<String>,
+    pub send_queue: usize,
+    pub write_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatSettings {
+    pub ping_interval_secs: u64,
+    pub idle_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub max_message_bytes: usize,
+    pub client_messages_per_sec: u32,
+    pub client_message_burst: u32,
+    pub max_publish_bytes: usize,
+    pub max_batch_events: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: String,
+}
+
+/// Keys whose environment values are comma-separated lists.
+const LIST_KEYS: [&str; 2] = ["hub.channels", "admission.trusted_proxies"];
+
+impl Settings {
+    /// The built-in defaults alone, validated. Tests start from here.
+    pub fn defaults() -> Self {
+        Self::load(None, false, &[]).expect("the built-in defaults are valid")
+    }
+
+    /// Defaults < `file` < environment (when `use_env`) < `overrides` (`("server.listen", "...")`).
+    pub fn load(
+        file: Option<&Path>,
+        use_env: bool,
+        overrides: &[(&str, String)],
+    ) -> Result<Self, ConfigError> {
+        use config::{Config, Environment, File, FileFormat};
+
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        if use_env {
+            let mut env = Environment::with_prefix("EVENTS_HUB")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",");
+            for key in LIST_KEYS {
+                env = env.with_list_parse_key(key);
+            }
+            builder = builder.add_source(env);
+        }
+        for (key, value) in overrides {
+            builder = builder
+                .set_override(*key, value.as_str())
+                .map_err(|e| ConfigError::new(*key, e.to_string()))?;
+        }
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(from_config_error)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Every rule a value must satisfy, named by its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        positive(
+            "server.shutdown_grace_secs",
+            self.server.shutdown_grace_secs,
+        )?;
+
+        let algorithm = self.jwt_algorithm()?;
+        let is_hmac = matches!(
+            algorithm,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        );
+        if !is_hmac && self.auth.jwt_public_key_file.is_empty() {
+            return Err(ConfigError::new(
+                "auth.jwt_public_key_file",
+                format!("{algorithm:?} needs a PEM public key file"),
+            ));
+        }
+        for (i, key) in self.auth.api_keys.iter().enumerate() {
+            let at = |field: &str| format!("auth.api_keys[{i}].{field}");
+            if key.name.trim().is_empty() {
+                return Err(ConfigError::new(at("name"), "must not be empty"));
+            }
+            if key.sha256.len() != 64 || !key.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(ConfigError::new(
+                    at("sha256"),
+                    "must be 64 hex digits (see `events-hub hash-key`)",
+                ));
+            }
+            for claim in &key.claims {
+                if !KNOWN_CLAIMS.contains(&claim.as_str()) {
+                    return Err(ConfigError::new(
+                        at("claims"),
+                        format!(
+                            "unknown claim {claim:?}; known: {}",
+                            KNOWN_CLAIMS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+
+        if self.admission.max_connections_per_ip == 0 {
+            return Err(ConfigError::new(
+                "admission.max_connections_per_ip",
+                "must be at least 1",
+            ));
+        }
+        self.trusted_proxies()?;
+
+        let channels = &self.hub.channels;
+        if channels.len() > MAX_CHANNELS {
+            return Err(ConfigError::new(
+                "hub.channels",
+                format!("at most {MAX_CHANNELS} channels"),
+            ));
+        }
+        for (i, name) in channels.iter().enumerate() {
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+            if !valid {
+                return Err(ConfigError::new(
+                    "hub.channels",
+                    format!("{name:?}: names are 1-64 characters of a-z, 0-9, '-', '_', '.'"),
+                ));
+            }
+            if channels[..i].contains(name) {
+                return Err(ConfigError::new(
+                    "hub.channels",
+                    format!("{name:?} is listed twice"),
+                ));
+            }
+        }
+        for required in REQUIRED_CHANNELS {
+            if !channels.iter().any(|c| c == required) {
+                return Err(ConfigError::new(
+                    "hub.channels",
+                    format!("must include {required:?}"),
+                ));
+            }
+        }
+        positive("hub.send_queue", self.hub.send_queue as u64)?;
+        positive("hub.write_timeout_secs", self.hub.write_timeout_secs)?;
+
+        positive(
+            "heartbeat.ping_interval_secs",
+            self.heartbeat.ping_interval_secs,
+        )?;
+        positive(
+            "heartbeat.idle_timeout_secs",
+            self.heartbeat.idle_timeout_secs,
+        )?;
+
+        if self.limits.max_message_bytes < 128 {
+            return Err(ConfigError::new(
+                "limits.max_message_bytes",
+                "must be at least 128",
+            ));
+        }
+        positive(
+            "limits.client_messages_per_sec",
+            self.limits.client_messages_per_sec.into(),
+        )?;
+        positive(
+            "limits.client_message_burst",
+            self.limits.client_message_burst.into(),
+        )?;
+        positive(
+            "limits.max_publish_bytes",
+            self.limits.max_publish_bytes as u64,
+        )?;
+        positive(
+            "limits.max_batch_events",
+            self.limits.max_batch_events as u64,
+        )?;
+
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::new(
+                "log.level",
+                format!("{:?} is not a log filter", self.log.level),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        SocketAddr::from_str(&self.server.listen).map_err(|_| {
+            ConfigError::new(
+                "server.listen",
+                format!("{:?} is not an address:port", self.server.listen),
+            )
+        })
+    }
+
+    pub fn jwt_algorithm(&self) -> Result<Algorithm, ConfigError> {
+        let name = self.auth.jwt_algorithm.to_ascii_uppercase();
+        let algorithm = match name.as_str() {
+            "HS256" => Algorithm::HS256,
+            "HS384" => Algorithm::HS384,
+            "HS512" => Algorithm::HS512,
+            "RS256" => Algorithm::RS256,
+            "RS384" => Algorithm::RS384,
+            "RS512" => Algorithm::RS512,
+            "ES256" => Algorithm::ES256,
+            "ES384" => Algorithm::ES384,
+            _ => {
+                return Err(ConfigError::new(
+                    "auth.jwt_algorithm",
+                    format!(
+                        "{:?} is not supported; use HS256/384/512, RS256/384/512 or ES256/384",
+                        self.auth.jwt_algorithm
+                    ),
+                ));
+            }
+        };
+        Ok(algorithm)
+    }
+
+    pub fn trusted_proxies(&self) -> Result<Vec<IpNet>, ConfigError> {
+        self.admission
+            .trusted_proxies
+            .iter()
+            .map(|cidr| {
+                IpNet::from_str(cidr)
+                    .or_else(|_| std::net::IpAddr::from_str(cidr).map(IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::new(
+                            "admission.trusted_proxies",
+                            format!("{cidr:?} is not a CIDR such as 10.0.0.0/8"),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.server.shutdown_grace_secs)
+    }
+}
+
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+/// The `config` crate names the key in most of its messages; keep them, and point at the
+/// setting when it does not.
+fn from_config_error(error: config::ConfigError) -> ConfigError {
+    match &error {
+        config::ConfigError::Type { key: Some(key), .. } => {
+            ConfigError::new(key.clone(), error.to_string())
+        }
+        config::ConfigError::NotFound(key) => ConfigError::new(key.clone(), "missing"),
+        _ => ConfigError::new("configuration", error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_defaults_match_the_documented_file() {
+        let s = Settings::defaults();
+        assert_eq!(s.server.listen, "0.0.0.0:8080");
+        assert_eq!(s.admission.max_connections_per_ip, 1);
+        assert_eq!(
+            s.hub.channels,
+            ["global", "pdfm", "orchestrator", "health", "system"]
+        );
+        assert_eq!(s.heartbeat.ping_interval_secs, 30);
+        assert_eq!(s.heartbeat.idle_timeout_secs, 60);
+        assert_eq!(s.limits.max_message_bytes, 65536);
+        assert_eq!(s.server.shutdown_grace_secs, 10);
+    }
+
+    #[test]
+    fn overrides_win_and_bad_values_name_their_key() {
+        let s = Settings::load(None, false, &[("server.listen", "127.0.0.1:0".into())]);
+        assert_eq!(
+            s.map(|s| s.server.listen).ok().as_deref(),
+            Some("127.0.0.1:0")
+        );
+
+        let err = Settings::load(None, false, &[("server.listen", "nowhere".into())])
+            .err()
+            .map(|e| e.key);
+        assert_eq!(err.as_deref(), Some("server.listen"));
+
+        let err = Settings::load(None, false, &[("auth.jwt_algorithm", "none".into())])
+            .err()
+            .map(|e| e.key);
+        assert_eq!(err.as_deref(), Some("auth.jwt_algorithm"));
+    }
+
+    #[test]
+    fn channels_must_keep_the_protocol_channels() {
+        let mut s = Settings::defaults();
+        s.hub.channels = vec!["global".into(), "pdfm".into()];
+        let err = s.validate().err().map(|e| e.key);
+        assert_eq!(err.as_deref(), Some("hub.channels"));
+    }
+}

@@ -1,0 +1,375 @@
+//! The registry: channels, live clients, publishing and unsubscribing.
+//!
+//! Each channel is a `tokio::sync::broadcast` sender; each socket task holds a receiver per
+//! subscribed channel. An event is serialised once into a [`Frame`] and shared by every
+//! subscriber. A receiver that falls `send_queue` events behind is a slow consumer: its socket
+//! is closed with 4008, never silently skipped.
+//!
+//! [`Hub::publish`] accepts events and [`Hub::deliver`] hands them to local sockets; a cluster
+//! relay can sit between the two without touching the socket task.
+
+mod channels;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::{Notify, broadcast};
+use uuid::Uuid;
+
+pub use channels::{ChannelId, ChannelMask, Channels, Resolved};
+
+use crate::auth::{Identity, Method};
+use crate::protocol::{self, Envelope, Frame, PublishEvent};
+
+/// What travels on a channel: the serialised frame, and for a targeted event its one recipient.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub frame: Frame,
+    pub target: Option<Uuid>,
+}
+
+/// Why the hub refused a request; mapped to HTTP in `error.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("no live WebSocket client with id {0}")]
+    UnknownClient(Uuid),
+    #[error("client {0} belongs to another identity")]
+    NotOwner(Uuid),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A validated event, ready to stamp and deliver.
+#[derive(Debug)]
+pub struct Event {
+    pub channel: ChannelId,
+    pub message: String,
+    pub body: Option<Box<RawValue>>,
+    pub target: Option<Uuid>,
+}
+
+/// The `202` answer to a publish.
+#[derive(Debug, Serialize)]
+pub struct Receipt {
+    pub ids: Vec<String>,
+    pub recipients: usize,
+}
+
+/// The outcome of an unsubscribe that removed at least one channel.
+#[derive(Debug, Default, Serialize)]
+pub struct Unsubscribed {
+    pub unsubscribed: Vec<String>,
+    pub remaining_subscriptions: Vec<String>,
+    pub invalid_event_types: Vec<String>,
+    pub not_subscribed: Vec<String>,
+    pub rejected: Vec<String>,
+}
+
+impl Unsubscribed {
+    /// True when the request mixed in names that were not removed.
+    pub fn is_partial(&self) -> bool {
+        !(self.invalid_event_types.is_empty()
+            && self.not_subscribed.is_empty()
+            && self.rejected.is_empty())
+    }
+}
+
+/// A live client as the registry sees it. The socket task reads `mask` before writing each
+/// frame, so clearing a bit takes effect for the very next event.
+#[derive(Debug)]
+pub struct ClientState {
+    pub id: Uuid,
+    owner: (Method, String),
+    mask: AtomicU64,
+    /// Subscriptions in the order the client asked for them (`global` last); guarded so two
+    /// concurrent unsubscribes see each other's result.
+    order: Mutex<Vec<ChannelId>>,
+    changed: Notify,
+}
+
+impl ClientState {
+    pub fn mask(&self) -> ChannelMask {
+        ChannelMask(self.mask.load(Ordering::Acquire))
+    }
+
+    /// Resolves when the subscriptions were changed from outside the socket task.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+pub struct Hub {
+    channels: Channels,
+    senders: Vec<broadcast::Sender<Delivery>>,
+    clients: DashMap<Uuid, Arc<ClientState>>,
+}
+
+impl Hub {
+    pub fn new(channel_names: &[String], send_queue: usize) -> Arc<Self> {
+        let channels = Channels::new(channel_names);
+        let senders = (0..channels.len())
+            .map(|_| broadcast::channel(send_queue).0)
+            .collect();
+        Arc::new(Self {
+            channels,
+            senders,
+            clients: DashMap::new(),
+        })
+    }
+
+    pub fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
+    /// Live clients in the registry.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Registers a client subscribed to `subscriptions` (already including `global`) and opens
+    /// its receivers. The registration ends when the returned handle is dropped.
+    pub fn register(self: &Arc<Self>, owner: &Identity, subscriptions: Vec<ChannelId>) -> Client {
+        let id = Uuid::new_v4();
+        let receivers = subscriptions
+            .iter()
+            .map(|&c| (c, self.senders[c].subscribe()))
+            .collect();
+        let state = Arc::new(ClientState {
+            id,
+            owner: (owner.method, owner.subject.clone()),
+            mask: AtomicU64::new(ChannelMask::of(&subscriptions).0),
+            order: Mutex::new(subscriptions),
+            changed: Notify::new(),
+        });
+        self.clients.insert(id, Arc::clone(&state));
+        Client {
+            hub: Arc::clone(self),
+            state,
+            receivers,
+        }
+    }
+
+    /// Checks a publish request against the channels and the batch rules; nothing is published
+    /// unless every event passes.
+    pub fn prepare(&self, events: Vec<PublishEvent>) -> Result<Vec<Event>, HubError> {
+        let health = self.channels.id("health");
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let name = e.event_type.trim().to_ascii_lowercase();
+                let channel = self.channels.id(&name).ok_or_else(|| {
+                    HubError::Invalid(format!(
+                        "event {i}: unknown event_type {:?}; valid event types: {}",
+                        e.event_type,
+                        self.publishable()
+                    ))
+                })?;
+                if Some(channel) == health {
+                    return Err(HubError::Invalid(format!(
+                        "event {i}: `health` is reserved for ping/pong; valid event types: {}",
+                        self.publishable()
+                    )));
+                }
+                Ok(Event {
+                    channel,
+                    message: e.message,
+                    body: e.body,
+                    target: e.client_id,
+                })
+            })
+            .collect()
+    }
+
+    fn publishable(&self) -> String {
+        let names: Vec<&str> = self
+            .channels
+            .names()
+            .iter()
+            .map(String::as_str)
+            .filter(|n| *n != "health")
+            .collect();
+        names.join(", ")
+    }
+
+    /// Stamps each event with an id and timestamp, serialises it once and delivers it.
+    pub fn publish(&self, events: Vec<Event>) -> Receipt {
+        let mut receipt = Receipt {
+            ids: Vec::with_capacity(events.len()),
+            recipients: 0,
+        };
+        for event in events {
+            let id = protocol::new_id();
+            let frame = Envelope {
+                id: &id,
+                ref_id: None,
+                event_type: self.channels.name(event.channel),
+                timestamp: &protocol::timestamp(),
+                message: &event.message,
+                body: event.body.as_deref(),
+                client_id: event.target.as_ref(),
+            }
+            .to_frame();
+            receipt.recipients += self.deliver(event.channel, frame, event.target);
+            receipt.ids.push(id);
+        }
+        receipt
+    }
+
+    /// Local delivery: to every subscriber of `channel`, or to `target` alone. Targeted frames
+    /// travel on the channel too, so they keep their place in the channel's order.
+    pub fn deliver(&self, channel: ChannelId, frame: Frame, target: Option<Uuid>) -> usize {
+        if let Some(target) = target {
+            let subscribed = self
+                .clients
+                .get(&target)
+                .is_some_and(|c| c.mask().contains(channel));
+            if !subscribed {
+                return 0;
+            }
+        }
+        let sent = self.senders[channel]
+            .send(Delivery { frame, target })
+            .unwrap_or(0);
+        if target.is_some() { sent.min(1) } else { sent }
+    }
+
+    /// The `SERVER_SHUTDOWN` notice on `global`, sent before sockets are closed with 1001.
+    pub fn announce_shutdown(&self, grace_secs: u64) {
+        let global = self.channels.global();
+        let frame = protocol::server_frame(
+            "global",
+            "SERVER_SHUTDOWN",
+            None,
+            Some(serde_json::json!({
+                "reason": "the hub is shutting down",
+                "grace_secs": grace_secs,
+            })),
+            None,
+        );
+        self.deliver(global, frame, None);
+    }
+
+    /// Removes channels from a live client owned by `caller`. When this returns `Ok`, no later
+    /// event of a removed channel reaches that socket.
+    pub fn unsubscribe(
+        &self,
+        client_id: Uuid,
+        caller: &Identity,
+        requested: &[String],
+    ) -> Result<Unsubscribed, HubError> {
+        let client = self
+            .clients
+            .get(&client_id)
+            .map(|c| Arc::clone(c.value()))
+            .ok_or(HubError::UnknownClient(client_id))?;
+        if client.owner != (caller.method, caller.subject.clone()) {
+            return Err(HubError::NotOwner(client_id));
+        }
+
+        let mut order = client.order.lock().unwrap_or_else(|p| p.into_inner());
+        let mut outcome = Unsubscribed::default();
+        let mut removed = Vec::new();
+        for name in requested {
+            match self.channels.id(name) {
+                None => outcome.invalid_event_types.push(name.clone()),
+                Some(id) if id == self.channels.global() => outcome.rejected.push(name.clone()),
+                Some(id) if !order.contains(&id) => outcome.not_subscribed.push(name.clone()),
+                Some(id) => {
+                    removed.push(id);
+                    outcome.unsubscribed.push(name.clone());
+                }
+            }
+        }
+        if removed.is_empty() {
+            return Err(HubError::Invalid(self.nothing_removed(&outcome)));
+        }
+        order.retain(|id| !removed.contains(id));
+        // Release: a socket task that sees the cleared bit also sees everything before it.
+        client
+            .mask
+            .fetch_and(!ChannelMask::of(&removed).0, Ordering::AcqRel);
+        outcome.remaining_subscriptions = order
+            .iter()
+            .map(|&id| self.channels.name(id).to_owned())
+            .collect();
+        drop(order);
+        client.changed.notify_one();
+        Ok(outcome)
+    }
+
+    fn nothing_removed(&self, outcome: &Unsubscribed) -> String {
+        let mut reasons = Vec::new();
+        if !outcome.rejected.is_empty() {
+            reasons.push("`global` cannot be removed".to_owned());
+        }
+        if !outcome.invalid_event_types.is_empty() {
+            reasons.push(format!(
+                "unknown event types: {}",
+                outcome.invalid_event_types.join(", ")
+            ));
+        }
+        if !outcome.not_subscribed.is_empty() {
+            reasons.push(format!(
+                "not subscribed to: {}",
+                outcome.not_subscribed.join(", ")
+            ));
+        }
+        if reasons.is_empty() {
+            reasons.push("`event_types` is empty".to_owned());
+        }
+        format!(
+            "nothing to unsubscribe: {}. Valid event types: {}",
+            reasons.join("; "),
+            self.channels.describe()
+        )
+    }
+}
+
+/// A registered client, owned by its socket task. Dropping it removes the client from the
+/// registry, so no exit path of the task can leave a stale entry.
+pub struct Client {
+    hub: Arc<Hub>,
+    state: Arc<ClientState>,
+    receivers: Vec<(ChannelId, broadcast::Receiver<Delivery>)>,
+}
+
+impl Client {
+    pub fn id(&self) -> Uuid {
+        self.state.id
+    }
+
+    pub fn state(&self) -> &Arc<ClientState> {
+        &self.state
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The subscription names, in the client's order.
+    pub fn subscription_names(&self) -> Vec<&str> {
+        let order = self.state.order.lock().unwrap_or_else(|p| p.into_inner());
+        order.iter().map(|&id| self.hub.channels.name(id)).collect()
+    }
+
+    /// Hands the receivers to the socket task (once).
+    pub fn take_receivers(&mut self) -> Vec<(ChannelId, broadcast::Receiver<Delivery>)> {
+        std::mem::take(&mut self.receivers)
+    }
+
+    /// Whether a frame on `channel` is for this client: subscribed now, and either broadcast
+    /// or targeted at it.
+    pub fn wants(&self, channel: ChannelId, delivery: &Delivery) -> bool {
+        self.state.mask().contains(channel) && delivery.target.is_none_or(|t| t == self.state.id)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.hub.clients.remove(&self.state.id);
+    }
+}

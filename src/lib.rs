@@ -1,0 +1,17 @@
+//! events-hub: a WebSocket hub for infrastructure events.
+//!
+//! The path of an event: `routes` (publish) → `hub` (stamp, serialise once, per-channel
+//! broadcast) → `ws` (one task per socket) → the subscriber. The path of a subscriber: `routes`
+//! (subscribe) → `auth` → `admission` → upgrade → `ws`.
+
+pub mod admission;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod protocol;
+pub mod routes;
+pub mod server;
+pub mod telemetry;
+pub mod ws;

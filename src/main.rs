@@ -1,0 +1,264 @@
+//! `events-hub`: run the hub, or use one of its helpers. Exit codes: 0 done, 1 runtime failure
+//! (e.g. the address is in use), 2 invalid setting or usage.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::Parser;
+use events_hub::auth::{self, TokenSpec};
+use events_hub::cli::{Cli, Command, GlobalArgs, HashKeyArgs, MintTokenArgs};
+use events_hub::config::{ConfigError, EVENTS_PUBLISH, READ_ONLY, Settings};
+use events_hub::server::{self, AppState};
+use jsonwebtoken::{Algorithm, EncodingKey};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&cli.global),
+        Command::MintToken(args) => mint_token(&cli.global, &args),
+        Command::HashKey(args) => hash_key(&args),
+    }
+}
+
+fn load_settings(global: &GlobalArgs) -> Result<Settings, ConfigError> {
+    let mut overrides = Vec::new();
+    if let Some(listen) = &global.listen {
+        overrides.push(("server.listen", listen.clone()));
+    }
+    if let Some(level) = &global.log_level {
+        overrides.push(("log.level", level.clone()));
+    }
+    Settings::load(global.config.as_deref(), true, &overrides)
+}
+
+fn config_failure(error: &ConfigError) -> ExitCode {
+    eprintln!("events-hub: {error}");
+    ExitCode::from(2)
+}
+
+fn is_hmac(algorithm: Algorithm) -> bool {
+    matches!(
+        algorithm,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+    )
+}
+
+fn serve(global: &GlobalArgs) -> ExitCode {
+    let settings = match load_settings(global) {
+        Ok(settings) => settings,
+        Err(error) => return config_failure(&error),
+    };
+    events_hub::telemetry::init(&settings.log.level);
+    let algorithm = match settings.jwt_algorithm() {
+        Ok(algorithm) => algorithm,
+        Err(error) => return config_failure(&error),
+    };
+
+    // No secret configured: generate one so the first run works with no set-up.
+    let generated = is_hmac(algorithm) && settings.auth.jwt_secret.is_empty();
+    let secret = if generated {
+        events_hub::protocol::new_id()
+    } else {
+        settings.auth.jwt_secret.clone()
+    };
+    let listen = match settings.listen_addr() {
+        Ok(addr) => addr,
+        Err(error) => return config_failure(&error),
+    };
+    let state = match AppState::build(settings, &secret) {
+        Ok(state) => state,
+        Err(error) => return config_failure(&error),
+    };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("events-hub: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("events-hub: cannot listen on {listen}: {error}");
+                return ExitCode::from(1);
+            }
+        };
+        let local = listener.local_addr().unwrap_or(listen);
+        print_banner(local, generated.then_some(secret.as_str()), algorithm);
+        match server::run(listener, state, shutdown_signal()).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("events-hub: server failed: {error}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C will stop the hub");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// What a person sees on start-up (stdout; logs go to stderr).
+fn print_banner(local: std::net::SocketAddr, generated_secret: Option<&str>, algorithm: Algorithm) {
+    let host = if local.ip().is_unspecified() {
+        std::net::SocketAddr::new([127, 0, 0, 1].into(), local.port())
+    } else {
+        local
+    };
+    println!(
+        "events-hub {} listening on http://{local}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let Some(secret) = generated_secret else {
+        return;
+    };
+    let spec = TokenSpec {
+        subject: "dev".into(),
+        claims: vec![READ_ONLY.into(), EVENTS_PUBLISH.into()],
+        ttl_secs: 24 * 3600,
+        ..TokenSpec::default()
+    };
+    let Ok(token) = auth::mint_token(
+        algorithm,
+        &EncodingKey::from_secret(secret.as_bytes()),
+        &spec,
+    ) else {
+        return;
+    };
+    println!();
+    println!("No auth.jwt_secret is configured, so this run uses a generated one.");
+    println!("Development token (sub \"dev\", claims READ_ONLY + EVENTS_PUBLISH, valid 24 h):");
+    println!();
+    println!("  export TOKEN={token}");
+    println!();
+    println!("Subscribe:");
+    println!(
+        "  websocat \"ws://{host}/v1/ws/subscribe?event_types=pdfm,health\" -H \"Authorization: Bearer {token}\""
+    );
+    println!("Publish:");
+    println!(
+        "  curl -X POST http://{host}/v1/events -H \"Authorization: Bearer $TOKEN\" -H \"Content-Type: application/json\" -d '{{\"event_type\":\"pdfm\",\"message\":\"VM_STATE_CHANGED\",\"body\":{{\"vm_id\":\"vm-1\",\"current_state\":\"running\"}}}}'"
+    );
+    println!();
+    println!(
+        "Tokens stop working when the hub restarts; set EVENTS_HUB__AUTH__JWT_SECRET to keep them."
+    );
+}
+
+fn mint_token(global: &GlobalArgs, args: &MintTokenArgs) -> ExitCode {
+    let settings = match load_settings(global) {
+        Ok(settings) => settings,
+        Err(error) => return config_failure(&error),
+    };
+    let algorithm = match settings.jwt_algorithm() {
+        Ok(algorithm) => algorithm,
+        Err(error) => return config_failure(&error),
+    };
+    for claim in &args.claims {
+        if !auth::is_known_claim(claim) {
+            eprintln!("events-hub: unknown claim {claim:?}; known: READ_ONLY, EVENTS_PUBLISH");
+            return ExitCode::from(2);
+        }
+    }
+    let key = if is_hmac(algorithm) {
+        if settings.auth.jwt_secret.is_empty() {
+            eprintln!(
+                "events-hub: no auth.jwt_secret is configured, so there is nothing to sign with.\n\
+                 Set EVENTS_HUB__AUTH__JWT_SECRET (for both the hub and this command), or copy the\n\
+                 development token the hub printed at start-up."
+            );
+            return ExitCode::from(2);
+        }
+        EncodingKey::from_secret(settings.auth.jwt_secret.as_bytes())
+    } else {
+        let Some(path) = &args.private_key else {
+            eprintln!("events-hub: {algorithm:?} tokens need --private-key FILE (PEM)");
+            return ExitCode::from(2);
+        };
+        let pem = match std::fs::read(path) {
+            Ok(pem) => pem,
+            Err(error) => {
+                eprintln!("events-hub: cannot read {}: {error}", path.display());
+                return ExitCode::from(2);
+            }
+        };
+        let key = match algorithm {
+            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
+            _ => EncodingKey::from_rsa_pem(&pem),
+        };
+        match key {
+            Ok(key) => key,
+            Err(error) => {
+                eprintln!(
+                    "events-hub: {} is not a {algorithm:?} private key: {error}",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let spec = TokenSpec {
+        subject: args.sub.clone(),
+        claims: args.claims.clone(),
+        roles: args.roles.clone(),
+        ttl_secs: args.ttl_secs,
+        issuer: non_empty(&settings.auth.jwt_issuer),
+        audience: non_empty(&settings.auth.jwt_audience),
+    };
+    match auth::mint_token(algorithm, &key, &spec) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("events-hub: cannot sign the token: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn hash_key(args: &HashKeyArgs) -> ExitCode {
+    let key = if args.generate {
+        events_hub::protocol::new_id()
+    } else if let Some(key) = &args.key {
+        key.clone()
+    } else {
+        let mut key = String::new();
+        if let Err(error) = std::io::stdin().read_to_string(&mut key) {
+            eprintln!("events-hub: cannot read the key from standard input: {error}");
+            return ExitCode::from(1);
+        }
+        key.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if key.is_empty() {
+        eprintln!("events-hub: the key is empty");
+        return ExitCode::from(2);
+    }
+    if args.generate {
+        println!("key:    {key}");
+        println!("sha256: {}", auth::api_key_digest(&key));
+    } else {
+        println!("{}", auth::api_key_digest(&key));
+    }
+    ExitCode::SUCCESS
+}

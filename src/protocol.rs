@@ -1,0 +1,322 @@
+//! The wire format: the server's frame envelope, the client's messages and the publish body.
+//! Pure functions with no I/O, so they can be unit-tested and fuzzed on their own.
+
+use axum::extract::ws::Utf8Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+/// The welcome text the seed clients look for.
+pub const WELCOME_MESSAGE: &str =
+    "WebSocket connection established subscribed to global by default";
+
+/// A serialised server frame. Cloning shares the bytes, so one event is serialised once and
+/// handed to every subscriber by reference count.
+pub type Frame = Utf8Bytes;
+
+/// A fresh frame id: 64 lowercase hex digits from 32 random bytes.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// RFC 3339 UTC with microseconds and `Z`, as the seed frames show.
+pub fn timestamp() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+/// The server envelope, fields in the order the SPEC fixes.
+#[derive(Debug, Serialize)]
+pub struct Envelope<'a> {
+    pub id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ref_id: Option<&'a str>,
+    pub event_type: &'a str,
+    pub timestamp: &'a str,
+    pub message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<&'a Uuid>,
+}
+
+impl Envelope<'_> {
+    pub fn to_frame(&self) -> Frame {
+        // Serialising borrowed strings, a raw value and a UUID cannot fail.
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| String::from("{}"))
+            .into()
+    }
+}
+
+/// A frame the hub writes on its own behalf (welcome, replies, errors, notices).
+pub fn server_frame(
+    event_type: &str,
+    message: &str,
+    ref_id: Option<&str>,
+    body: Option<serde_json::Value>,
+    client_id: Option<&Uuid>,
+) -> Frame {
+    let body = body.and_then(|b| serde_json::value::to_raw_value(&b).ok());
+    Envelope {
+        id: &new_id(),
+        ref_id,
+        event_type,
+        timestamp: &timestamp(),
+        message,
+        body: body.as_deref(),
+        client_id,
+    }
+    .to_frame()
+}
+
+/// Always the first frame on a socket.
+pub fn welcome(client_id: &Uuid, subscriptions: &[&str], ignored: &[String]) -> Frame {
+    let mut body = serde_json::json!({
+        "client_id": client_id,
+        "subscriptions": subscriptions,
+    });
+    if !ignored.is_empty() {
+        body["ignored_event_types"] = serde_json::json!(ignored);
+    }
+    server_frame("global", WELCOME_MESSAGE, None, Some(body), None)
+}
+
+/// An error answer on `global`; `ref_id` when the offending message carried an id.
+pub fn error_frame(client_id: &Uuid, ref_id: Option<&str>, error: &str) -> Frame {
+    server_frame(
+        "global",
+        "error",
+        ref_id,
+        Some(serde_json::json!({ "error": error })),
+        Some(client_id),
+    )
+}
+
+/// A message from a client, as sent by the seed guides' snippets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientMessage {
+    /// The channel, lower-cased; from `event_type`, or `type` when `event_type` is absent.
+    pub channel: String,
+    pub message: String,
+    /// The client's correlation id, echoed as `ref_id`.
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientMessageError {
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    #[error("a message must be a JSON object")]
+    NotAnObject,
+    #[error("missing `event_type` (or `type`)")]
+    MissingChannel,
+    #[error("missing `message`")]
+    MissingMessage,
+}
+
+impl ClientMessageError {
+    /// The id the client sent, when the message was an object that had one.
+    pub fn ref_id(text: &str) -> Option<String> {
+        let value: serde_json::Value = serde_json::from_str(text).ok()?;
+        id_string(value.get("id")?)
+    }
+}
+
+fn id_string(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Parses a client text frame. Unknown fields are tolerated: seed clients send extra ones.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, ClientMessageError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ClientMessageError::Malformed(e.to_string()))?;
+    let object = value.as_object().ok_or(ClientMessageError::NotAnObject)?;
+    let channel = ["event_type", "type"]
+        .iter()
+        .find_map(|key| object.get(*key).and_then(|v| v.as_str()))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .ok_or(ClientMessageError::MissingChannel)?;
+    let message = object
+        .get("message")
+        .and_then(|v| v.as_str())
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .ok_or(ClientMessageError::MissingMessage)?;
+    Ok(ClientMessage {
+        channel,
+        message,
+        id: object.get("id").and_then(id_string),
+    })
+}
+
+/// One event as a publisher sends it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishEvent {
+    #[serde(alias = "type")]
+    pub event_type: String,
+    pub message: String,
+    #[serde(default)]
+    pub body: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub client_id: Option<Uuid>,
+}
+
+/// The `POST /v1/events` body: one event or an array of them.
+pub fn parse_publish_body(bytes: &[u8]) -> Result<Vec<PublishEvent>, String> {
+    let first = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .ok_or_else(|| "empty body: send an event object or an array of events".to_owned())?;
+    let events = if *first == b'[' {
+        serde_json::from_slice::<Vec<PublishEvent>>(bytes)
+            .map_err(|e| format!("invalid JSON: {e}"))?
+    } else {
+        vec![
+            serde_json::from_slice::<PublishEvent>(bytes)
+                .map_err(|e| format!("invalid JSON: {e}"))?,
+        ]
+    };
+    for (i, event) in events.iter().enumerate() {
+        if let Some(body) = &event.body
+            && !body.get().trim_start().starts_with('{')
+        {
+            return Err(format!("event {i}: `body` must be a JSON object"));
+        }
+        if event.message.trim().is_empty() {
+            return Err(format!("event {i}: `message` must not be empty"));
+        }
+    }
+    Ok(events)
+}
+
+/// The names a client asked for in `event_types=a,b`: trimmed, lower-cased, de-duplicated, in
+/// order, empty entries dropped.
+pub fn split_event_types(list: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in list.split(',') {
+        let name = name.trim().to_ascii_lowercase();
+        if !name.is_empty() && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_64_lower_hex_and_unique() {
+        let (a, b) = (new_id(), new_id());
+        assert_eq!(a.len(), 64);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_micros_utc() {
+        let t = timestamp();
+        assert_eq!(t.len(), "2025-12-11T13:04:37.484843Z".len(), "{t}");
+        assert!(t.ends_with('Z'));
+        assert!(chrono::DateTime::parse_from_rfc3339(&t).is_ok());
+    }
+
+    #[test]
+    fn envelope_keys_keep_the_spec_order() {
+        let id = Uuid::new_v4();
+        let frame = server_frame(
+            "health",
+            "pong",
+            Some("ping-1"),
+            Some(serde_json::json!({"a": 1})),
+            Some(&id),
+        );
+        let keys: Vec<&str> = [
+            "\"id\"",
+            "\"ref_id\"",
+            "\"event_type\"",
+            "\"timestamp\"",
+            "\"message\"",
+            "\"body\"",
+            "\"client_id\"",
+        ]
+        .into_iter()
+        .collect();
+        let positions: Vec<usize> = keys
+            .iter()
+            .map(|k| frame.as_str().find(k).expect("key present"))
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{frame}");
+    }
+
+    #[test]
+    fn client_messages_accept_event_type_or_type() {
+        let m = parse_client_message(r#"{"type":"Health","message":"ping","id":"p-1"}"#);
+        assert_eq!(
+            m,
+            Ok(ClientMessage {
+                channel: "health".into(),
+                message: "ping".into(),
+                id: Some("p-1".into())
+            })
+        );
+        let m = parse_client_message(
+            r#"{"event_type":"system","type":"health","message":"client-id"}"#,
+        );
+        assert_eq!(m.map(|m| m.channel), Ok("system".into()));
+        assert_eq!(
+            parse_client_message("{nope"),
+            Err(ClientMessageError::Malformed(
+                "key must be a string at line 1 column 2".into()
+            ))
+        );
+        assert_eq!(
+            parse_client_message("[1]"),
+            Err(ClientMessageError::NotAnObject)
+        );
+        assert_eq!(
+            parse_client_message(r#"{"message":"ping"}"#),
+            Err(ClientMessageError::MissingChannel)
+        );
+        assert_eq!(
+            ClientMessageError::ref_id(r#"{"id":7,"x":1}"#).as_deref(),
+            Some("7")
+        );
+    }
+
+    #[test]
+    fn publish_body_is_one_event_or_an_array() {
+        let one = parse_publish_body(br#"{"event_type":"pdfm","message":"X","body":{"a":1}}"#);
+        assert_eq!(one.map(|v| v.len()), Ok(1));
+        let many = parse_publish_body(
+            br#" [{"event_type":"pdfm","message":"X"},{"type":"orchestrator","message":"Y"}]"#,
+        );
+        assert_eq!(many.map(|v| v.len()), Ok(2));
+        assert!(parse_publish_body(br#"{"event_type":"pdfm","message":"X","body":[1]}"#).is_err());
+        assert!(parse_publish_body(br#"{"event_type":"pdfm","message":""}"#).is_err());
+        assert!(parse_publish_body(br#"{"event_type":"pdfm","message":"X","extra":1}"#).is_err());
+        assert!(parse_publish_body(b"   ").is_err());
+    }
+
+    #[test]
+    fn event_types_are_trimmed_lowered_and_deduplicated() {
+        assert_eq!(
+            split_event_types(" PDFM, health,,pdfm ,Bogus"),
+            ["pdfm", "health", "bogus"]
+        );
+    }
+}

@@ -1,0 +1,265 @@
+//! The HTTP surface: subscribe upgrade, unsubscribe, publish, health. Every route is served at
+//! the root and under `/api` (the seed quick start uses `/api/v1/...`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, RawQuery, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::auth::{self, Identity};
+use crate::config::{EVENTS_PUBLISH, READ_ONLY};
+use crate::error::ApiError;
+use crate::hub::ChannelId;
+use crate::protocol;
+use crate::server::AppState;
+use crate::ws::{self, Session};
+
+/// Largest unsubscribe body read.
+const MAX_UNSUBSCRIBE_BYTES: usize = 16 * 1024;
+/// Socket buffers: tungstenite's 128 KiB defaults would cost 256 KiB per idle connection.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/ws/subscribe", get(subscribe))
+        .route("/v1/ws/unsubscribe", post(unsubscribe))
+        .route("/v1/events", post(publish))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
+    Router::new()
+        .merge(v1.clone())
+        .nest("/api", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn subscribe(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    identity: Identity,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    identity.require(READ_ONLY)?;
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::UpgradeRequired(format!(
+            "{rejection}; connect with a WebSocket client, e.g. websocat or wscat"
+        ))
+    })?;
+    if app.shutdown.is_cancelled() {
+        return Err(ApiError::Unavailable("the hub is shutting down".into()));
+    }
+    let ip = app.client_ips.resolve(peer, &headers);
+    let slot = app.ip_slots.try_acquire(ip).ok_or(ApiError::IpBusy(ip))?;
+
+    let requested = auth::form_pairs(query.as_deref().unwrap_or(""))
+        .filter(|(k, _)| k == "event_types")
+        .flat_map(|(_, v)| protocol::split_event_types(&v))
+        .collect::<Vec<_>>();
+    let channels = app.hub.channels();
+    let resolved = channels.resolve(&requested);
+    let subscriptions: Vec<ChannelId> = channels.subscription_list(&resolved.known);
+
+    let hub = app.hub.clone();
+    let settings = app.session_settings.clone();
+    let shutdown = app.shutdown.clone();
+    let tracker = app.sessions.token();
+    let max_message = app.settings.limits.max_message_bytes;
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .on_failed_upgrade(|error| tracing::debug!(%error, "upgrade failed"))
+        .on_upgrade(move |socket| {
+            let client = hub.register(&identity, subscriptions);
+            ws::run(
+                socket,
+                Session {
+                    client,
+                    slot,
+                    ignored: resolved.unknown,
+                    settings,
+                    shutdown,
+                    tracker,
+                },
+            )
+        }))
+}
+
+/// `event_types` as the seed shows it (an array), or a comma-separated string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EventTypes {
+    List(Vec<String>),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+struct UnsubscribeRequest {
+    client_id: String,
+    event_types: EventTypes,
+}
+
+async fn unsubscribe(
+    State(app): State<AppState>,
+    identity: Identity,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    identity.require(READ_ONLY)?;
+    let channels = app.hub.channels();
+    let usage = || {
+        format!(
+            "send {{\"client_id\": \"<uuid>\", \"event_types\": [\"pdfm\"]}}; valid event types: {}",
+            channels.describe()
+        )
+    };
+    let bytes = read_body(&headers, body, MAX_UNSUBSCRIBE_BYTES).await?;
+    let request: UnsubscribeRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("malformed body ({e}): {}", usage())))?;
+    let client_id = Uuid::parse_str(request.client_id.trim()).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "client_id {:?} is not a UUID; ask for it with {{\"event_type\":\"system\",\"message\":\"client-id\"}}",
+            request.client_id
+        ))
+    })?;
+    let requested = match request.event_types {
+        EventTypes::List(list) => protocol::split_event_types(&list.join(",")),
+        EventTypes::Text(text) => protocol::split_event_types(&text),
+    };
+    if requested.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "event_types is empty: {}",
+            usage()
+        )));
+    }
+
+    let outcome = app.hub.unsubscribe(client_id, &identity, &requested)?;
+    let mut body = json!({
+        "message": "Successfully unsubscribed from event types",
+        "unsubscribed": outcome.unsubscribed,
+        "remaining_subscriptions": outcome.remaining_subscriptions,
+    });
+    if outcome.is_partial() {
+        body["invalid_event_types"] = json!(outcome.invalid_event_types);
+        body["not_subscribed"] = json!(outcome.not_subscribed);
+        body["rejected"] = json!(outcome.rejected);
+        body["guidance"] = json!(format!(
+            "Only the listed event types were removed. `global` cannot be removed; \
+             valid event types: {}; to add channels, reconnect with event_types=...",
+            channels.describe()
+        ));
+    }
+    Ok(Json(body))
+}
+
+async fn publish(
+    State(app): State<AppState>,
+    identity: Identity,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    identity.require(EVENTS_PUBLISH)?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the event as JSON with `Content-Type: application/json`".into(),
+        ));
+    }
+    let limits = &app.settings.limits;
+    let bytes = read_body(&headers, body, limits.max_publish_bytes).await?;
+    let events = protocol::parse_publish_body(&bytes).map_err(ApiError::BadRequest)?;
+    if events.is_empty() {
+        return Err(ApiError::BadRequest("the batch is empty".into()));
+    }
+    if events.len() > limits.max_batch_events {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{} events in one batch; at most {}",
+            events.len(),
+            limits.max_batch_events
+        )));
+    }
+    let events = app.hub.prepare(events)?;
+    let receipt = app.hub.publish(events);
+    Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
+}
+
+/// Reads a request body of at most `limit` bytes, refusing a larger one with `413`.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if app.shutdown.is_cancelled() || !app.ready.load(Ordering::Acquire) {
+        return Err(ApiError::Unavailable("the hub is shutting down".into()));
+    }
+    Ok(Json(json!({
+        "status": "ready",
+        "clients": app.hub.client_count(),
+    })))
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route for {method} {}; see docs/api.md",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// One line per request with the path only: query strings may carry `access_token`.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
