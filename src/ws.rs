@@ -8,6 +8,10 @@
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::task::{Context, Poll, ready};
+
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
@@ -44,6 +48,7 @@ pub struct SessionSettings {
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
+    pub send_queue: usize,
     pub messages_per_sec: f64,
     pub message_burst: f64,
 }
@@ -54,6 +59,7 @@ impl SessionSettings {
             ping_interval: Duration::from_secs(s.heartbeat.ping_interval_secs),
             idle_timeout: Duration::from_secs(s.heartbeat.idle_timeout_secs),
             write_timeout: Duration::from_secs(s.hub.write_timeout_secs),
+            send_queue: s.hub.send_queue,
             messages_per_sec: f64::from(s.limits.client_messages_per_sec),
             message_burst: f64::from(s.limits.client_message_burst),
         }
@@ -72,6 +78,7 @@ pub struct Session {
 }
 
 /// Why the loop ended.
+#[derive(Debug, Clone, Copy)]
 enum Exit {
     /// The peer closed or vanished; nothing more to send.
     Gone,
@@ -83,20 +90,26 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
     let client_id = session.client.id();
     tracing::debug!(%client_id, ip = %session.slot.ip(), "socket open");
     let receivers = session.client.take_receivers();
-    let exit = serve(&mut socket, &session, receivers).await;
+    let mut outbox = Outbox::new(session.settings.send_queue);
+    let exit = serve(&mut socket, &session, &mut outbox, receivers).await;
     // Free the slot and the registry entry before the close handshake, so a client that
     // reconnects as soon as it sees our close frame is admitted.
     drop(session);
-    match exit {
-        Exit::Gone => {}
-        Exit::Close(code, reason) => {
-            tracing::debug!(%client_id, code, reason, "closing socket");
+    if let Exit::Close(code, reason) = exit {
+        tracing::debug!(%client_id, code, reason, "closing socket");
+        let _ = timeout(CLOSE_TIMEOUT, async {
+            // A slow consumer gets no more of its backlog; anyone else gets what was queued
+            // (the SERVER_SHUTDOWN notice, a last reply) before the close frame.
+            if code != close::SLOW_CONSUMER {
+                poll_fn(|cx| outbox.poll_write(cx, &mut socket)).await?;
+            }
             let frame = CloseFrame {
                 code,
                 reason: Utf8Bytes::from_static(reason),
             };
-            let _ = timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
-        }
+            socket.send(Message::Close(Some(frame))).await
+        })
+        .await;
     }
     // Read until the peer's close (the library answers a client-initiated close as it reads).
     let _ = timeout(CLOSE_TIMEOUT, async {
@@ -106,9 +119,13 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
     tracing::debug!(%client_id, "socket closed");
 }
 
+const SLOW: Exit = Exit::Close(close::SLOW_CONSUMER, "slow consumer");
+const FLOOD: Exit = Exit::Close(close::POLICY, "message rate limit exceeded");
+
 async fn serve(
     socket: &mut WebSocket,
     session: &Session,
+    outbox: &mut Outbox,
     receivers: Vec<(ChannelId, broadcast::Receiver<Delivery>)>,
 ) -> Exit {
     let client = &session.client;
@@ -120,11 +137,8 @@ async fn serve(
         .map(|(channel, receiver)| (channel, BroadcastStream::new(receiver)))
         .collect();
     let welcome = protocol::welcome(&client.id(), &client.subscription_names(), &session.ignored);
-    if send(socket, Message::Text(welcome), settings)
-        .await
-        .is_err()
-    {
-        return Exit::Gone;
+    if outbox.push(Message::Text(welcome), settings).is_err() {
+        return SLOW;
     }
 
     let mut ping = tokio::time::interval_at(
@@ -140,9 +154,11 @@ async fn serve(
         tokio::select! {
             biased;
             _ = session.shutdown.cancelled() => {
-                // Deliver what is already queued (the SERVER_SHUTDOWN notice among it) first.
-                let _ = write_ready(socket, &mut streams, client, usize::MAX, settings).await;
-                return Exit::Close(close::GOING_AWAY, "server shutdown");
+                // Queue what is already published (the SERVER_SHUTDOWN notice among it).
+                return match take_ready(&mut streams, client, outbox, usize::MAX, settings) {
+                    Ok(()) => Exit::Close(close::GOING_AWAY, "server shutdown"),
+                    Err(exit) => exit,
+                };
             }
             _ = client.state().changed() => {
                 let mask = client.state().mask();
@@ -152,52 +168,52 @@ async fn serve(
                     streams.remove(&channel);
                 }
             }
-            incoming = socket.next() => {
-                let Some(incoming) = incoming else { return Exit::Gone };
-                let message = match incoming {
-                    Ok(message) => message,
-                    Err(error) => return read_error(error),
+            // Writes what the outbox holds, and reads the client's next frame.
+            event = poll_fn(|cx| poll_socket(cx, socket, outbox)) => {
+                let incoming = match event {
+                    SocketEvent::WriteFailed => return Exit::Gone,
+                    SocketEvent::Incoming(None) => return Exit::Gone,
+                    SocketEvent::Incoming(Some(Err(error))) => return read_error(error),
+                    SocketEvent::Incoming(Some(Ok(message))) => message,
                 };
                 idle.as_mut().reset(Instant::now() + settings.idle_timeout);
-                let reply = match message {
+                let reply = match incoming {
                     Message::Text(text) => {
                         if !bucket.take() {
-                            return Exit::Close(close::POLICY, "message rate limit exceeded");
+                            return FLOOD;
                         }
-                        Some(answer(client, text.as_str()))
+                        answer(client, text.as_str())
                     }
                     Message::Binary(_) => {
                         if !bucket.take() {
-                            return Exit::Close(close::POLICY, "message rate limit exceeded");
+                            return FLOOD;
                         }
-                        Some(protocol::error_frame(
+                        protocol::error_frame(
                             &client.id(),
                             None,
                             "binary frames are not supported; send JSON text frames",
-                        ))
+                        )
                     }
                     // Pings are answered by the library; pongs only prove liveness.
-                    Message::Ping(_) | Message::Pong(_) => None,
+                    Message::Ping(_) | Message::Pong(_) => continue,
                     Message::Close(_) => return Exit::Gone,
                 };
-                if let Some(reply) = reply
-                    && send(socket, Message::Text(reply), settings).await.is_err()
-                {
-                    return Exit::Close(close::SLOW_CONSUMER, "slow consumer");
+                if let Err(exit) = outbox.push(Message::Text(reply), settings) {
+                    return exit;
                 }
             }
             first = streams.next(), if !streams.is_empty() => {
                 let Some((channel, first)) = first else { continue };
-                if let Err(exit) = accept(socket, client, channel, first, settings).await {
+                if let Err(exit) = take(channel, first, client, outbox, settings) {
                     return exit;
                 }
-                if let Err(exit) = write_ready(socket, &mut streams, client, WRITE_BATCH, settings).await {
+                if let Err(exit) = take_ready(&mut streams, client, outbox, WRITE_BATCH, settings) {
                     return exit;
                 }
             }
             _ = ping.tick() => {
-                if send(socket, Message::Ping(bytes::Bytes::new()), settings).await.is_err() {
-                    return Exit::Close(close::SLOW_CONSUMER, "slow consumer");
+                if let Err(exit) = outbox.push(Message::Ping(bytes::Bytes::new()), settings) {
+                    return exit;
                 }
             }
             _ = &mut idle => return Exit::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout"),
@@ -205,37 +221,50 @@ async fn serve(
     }
 }
 
+enum SocketEvent {
+    Incoming(Option<Result<Message, axum::Error>>),
+    WriteFailed,
+}
+
+/// One poll of the socket in both directions: push the outbox out, then look for a frame.
+fn poll_socket(
+    cx: &mut Context<'_>,
+    socket: &mut WebSocket,
+    outbox: &mut Outbox,
+) -> Poll<SocketEvent> {
+    if let Poll::Ready(Err(_)) = outbox.poll_write(cx, socket) {
+        return Poll::Ready(SocketEvent::WriteFailed);
+    }
+    socket.poll_next_unpin(cx).map(SocketEvent::Incoming)
+}
+
 type Received = Result<Delivery, BroadcastStreamRecvError>;
 
-/// Feeds one channel item into the socket's write buffer (no flush).
-async fn accept(
-    socket: &mut WebSocket,
-    client: &Client,
+/// Queues one channel item for this client, if it is for this client.
+fn take(
     channel: ChannelId,
     item: Received,
+    client: &Client,
+    outbox: &mut Outbox,
     settings: &SessionSettings,
 ) -> Result<(), Exit> {
     match item {
-        Ok(delivery) if client.wants(channel, &delivery) => timeout(
-            settings.write_timeout,
-            socket.feed(Message::Text(delivery.frame)),
-        )
-        .await
-        .map_err(|_| Exit::Close(close::SLOW_CONSUMER, "slow consumer"))?
-        .map_err(|_| Exit::Gone),
+        Ok(delivery) if client.wants(channel, &delivery) => {
+            outbox.push(Message::Text(delivery.frame), settings)
+        }
         Ok(_) => Ok(()),
         Err(BroadcastStreamRecvError::Lagged(missed)) => {
             tracing::info!(client_id = %client.id(), missed, "slow consumer disconnected");
-            Err(Exit::Close(close::SLOW_CONSUMER, "slow consumer"))
+            Err(SLOW)
         }
     }
 }
 
-/// Feeds up to `budget` frames that are ready right now, then flushes once.
-async fn write_ready(
-    socket: &mut WebSocket,
+/// Queues up to `budget` channel items that are ready right now.
+fn take_ready(
     streams: &mut StreamMap<ChannelId, BroadcastStream<Delivery>>,
     client: &Client,
+    outbox: &mut Outbox,
     budget: usize,
     settings: &SessionSettings,
 ) -> Result<(), Exit> {
@@ -243,22 +272,80 @@ async fn write_ready(
         let Some(Some((channel, item))) = streams.next().now_or_never() else {
             break;
         };
-        accept(socket, client, channel, item, settings).await?;
+        take(channel, item, client, outbox, settings)?;
     }
-    timeout(settings.write_timeout, socket.flush())
-        .await
-        .map_err(|_| Exit::Close(close::SLOW_CONSUMER, "slow consumer"))?
-        .map_err(|_| Exit::Gone)
+    Ok(())
 }
 
-async fn send(
-    socket: &mut WebSocket,
-    message: Message,
-    settings: &SessionSettings,
-) -> Result<(), ()> {
-    match timeout(settings.write_timeout, socket.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
+/// Frames waiting for the socket. Bounded: a client that lets `send_queue` frames pile up, or
+/// whose socket accepts nothing for `write_timeout`, is a slow consumer.
+struct Outbox {
+    queue: VecDeque<Message>,
+    limit: usize,
+    unflushed: bool,
+    blocked_since: Option<Instant>,
+}
+
+impl Outbox {
+    fn new(limit: usize) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            limit,
+            unflushed: false,
+            blocked_since: None,
+        }
+    }
+
+    fn push(&mut self, message: Message, settings: &SessionSettings) -> Result<(), Exit> {
+        let stalled = self
+            .blocked_since
+            .is_some_and(|since| since.elapsed() >= settings.write_timeout);
+        if self.queue.len() >= self.limit || stalled {
+            return Err(SLOW);
+        }
+        self.queue.push_back(message);
+        Ok(())
+    }
+
+    /// Feeds every queued frame into the socket and flushes once: a burst costs one write.
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &mut WebSocket,
+    ) -> Poll<Result<(), axum::Error>> {
+        let result = self.drive(cx, socket);
+        match result {
+            Poll::Pending => {
+                self.blocked_since.get_or_insert_with(Instant::now);
+            }
+            Poll::Ready(_) => {
+                self.blocked_since = None;
+                // A burst may have grown the queue; give the memory back once it is drained.
+                if self.queue.capacity() > 64 {
+                    self.queue.shrink_to(16);
+                }
+            }
+        }
+        result
+    }
+
+    fn drive(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &mut WebSocket,
+    ) -> Poll<Result<(), axum::Error>> {
+        while !self.queue.is_empty() {
+            ready!(socket.poll_ready_unpin(cx))?;
+            if let Some(message) = self.queue.pop_front() {
+                socket.start_send_unpin(message)?;
+                self.unflushed = true;
+            }
+        }
+        if self.unflushed {
+            ready!(socket.poll_flush_unpin(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
