@@ -1,0 +1,11 @@
+//! Integration tests through real sockets on 127.0.0.1 (one test binary, many modules).
+
+mod common;
+
+mod admission;
+mod binary;
+mod delivery;
+mod messages;
+mod publish;
+mod subscribe;
+mod unsubscribe;

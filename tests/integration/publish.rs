@@ -1,0 +1,220 @@
+//! `POST /v1/events`: single, batch, targeted, and every refusal (nothing of a refused batch
+//! is published).
+
+use events_hub::config::READ_ONLY;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+async fn post_raw(
+    hub: &TestHub,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut request = hub
+        .http()
+        .post(hub.url("/v1/events"))
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    json_response(request.send().await.expect("request")).await
+}
+
+#[tokio::test]
+async fn a_published_event_reaches_subscribers_stamped_by_the_hub() {
+    let hub = TestHub::start().await;
+    let (mut a, _) = hub.subscribe(ip(1), "alice", "pdfm").await;
+    let (mut b, _) = hub.subscribe(ip(2), "bob", "pdfm,orchestrator").await;
+    let (mut c, _) = hub.subscribe(ip(3), "carol", "orchestrator").await;
+
+    let body = json!({"previous_state": "suspended", "current_state": "resuming", "vm_id": "fb83"});
+    let (status, receipt) = hub
+        .publish(&json!({"event_type": "pdfm", "message": "VM_STATE_CHANGED", "body": body}))
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(receipt["recipients"], 2);
+    let id = receipt["ids"][0].as_str().expect("id").to_owned();
+    assert_eq!(id.len(), 64);
+
+    for ws in [&mut a, &mut b] {
+        let event = next_json(ws).await;
+        assert_eq!(event["id"], id.as_str());
+        assert_eq!(event["event_type"], "pdfm");
+        assert_eq!(event["message"], "VM_STATE_CHANGED");
+        assert_eq!(event["body"], body);
+        assert!(
+            event.get("client_id").is_none(),
+            "broadcasts carry no client_id"
+        );
+        assert!(
+            event["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
+    }
+    // carol is not on pdfm: the next thing she sees is the orchestrator event.
+    hub.publish(&json!({"type": "orchestrator", "message": "HOST_HEALTH_UPDATE"}))
+        .await;
+    assert_eq!(next_json(&mut c).await["message"], "HOST_HEALTH_UPDATE");
+    assert_eq!(next_json(&mut b).await["message"], "HOST_HEALTH_UPDATE");
+}
+
+#[tokio::test]
+async fn a_batch_is_published_in_order() {
+    let hub = TestHub::start().await;
+    let (mut ws, _) = hub.subscribe(ip(1), "alice", "pdfm").await;
+    let batch: Vec<Value> = (0..5)
+        .map(|i| json!({"event_type": "pdfm", "message": format!("E{i}")}))
+        .collect();
+    let (status, receipt) = hub.publish(&Value::Array(batch)).await;
+    assert_eq!(status, 202);
+    assert_eq!(receipt["ids"].as_array().map(Vec::len), Some(5));
+    assert_eq!(receipt["recipients"], 5);
+    for i in 0..5 {
+        let event = next_json(&mut ws).await;
+        assert_eq!(event["message"], format!("E{i}"));
+        assert_eq!(event["id"], receipt["ids"][i]);
+    }
+}
+
+#[tokio::test]
+async fn a_targeted_event_reaches_only_its_client() {
+    let hub = TestHub::start().await;
+    let (mut a, wa) = hub.subscribe(ip(1), "alice", "pdfm").await;
+    let (mut b, _) = hub.subscribe(ip(2), "bob", "pdfm").await;
+    let (_c, wc) = hub.subscribe(ip(3), "carol", "orchestrator").await;
+    let target = wa["body"]["client_id"].clone();
+
+    let (status, receipt) = hub
+        .publish(&json!({"event_type": "pdfm", "message": "FOR_ALICE", "client_id": target}))
+        .await;
+    assert_eq!((status, receipt["recipients"].as_u64()), (202, Some(1)));
+    // To a client not subscribed to the channel, or an unknown one: nobody.
+    let (_, receipt) = hub
+        .publish(
+            &json!({"event_type": "pdfm", "message": "X", "client_id": wc["body"]["client_id"]}),
+        )
+        .await;
+    assert_eq!(receipt["recipients"], 0);
+    let (_, receipt) = hub
+        .publish(&json!({"event_type": "pdfm", "message": "X", "client_id": uuid::Uuid::new_v4()}))
+        .await;
+    assert_eq!(receipt["recipients"], 0);
+
+    hub.publish(&json!({"event_type": "pdfm", "message": "FOR_ALL"}))
+        .await;
+    let first = next_json(&mut a).await;
+    assert_eq!(first["message"], "FOR_ALICE");
+    assert_eq!(first["client_id"], target);
+    assert_eq!(next_json(&mut a).await["message"], "FOR_ALL");
+    // bob's first event is the broadcast: the targeted one never reached him.
+    assert_eq!(next_json(&mut b).await["message"], "FOR_ALL");
+}
+
+#[tokio::test]
+async fn refusals_carry_the_error_body_and_publish_nothing() {
+    let hub = TestHub::start_with(|s| {
+        s.limits.max_publish_bytes = 4096;
+        s.limits.max_batch_events = 10;
+    })
+    .await;
+    let (mut ws, _) = hub.subscribe(ip(1), "alice", "pdfm").await;
+    let publisher = hub.publisher();
+    let json_ct = "application/json";
+    let valid = json!({"event_type": "pdfm", "message": "OK"});
+    let cases: Vec<(u16, Option<String>, &str, Vec<u8>)> = vec![
+        (401, None, json_ct, valid.to_string().into()),
+        (
+            403,
+            Some(hub.token("reader", &[READ_ONLY])),
+            json_ct,
+            valid.to_string().into(),
+        ),
+        (
+            415,
+            Some(publisher.clone()),
+            "text/plain",
+            valid.to_string().into(),
+        ),
+        (400, Some(publisher.clone()), json_ct, b"{oops".to_vec()),
+        (400, Some(publisher.clone()), json_ct, b"[]".to_vec()),
+        (
+            400,
+            Some(publisher.clone()),
+            json_ct,
+            json!({"event_type": "health", "message": "ping"})
+                .to_string()
+                .into(),
+        ),
+        (
+            400,
+            Some(publisher.clone()),
+            json_ct,
+            json!({"event_type": "weather", "message": "X"})
+                .to_string()
+                .into(),
+        ),
+        (
+            400,
+            Some(publisher.clone()),
+            json_ct,
+            json!({"event_type": "pdfm"}).to_string().into(),
+        ),
+        (
+            400,
+            Some(publisher.clone()),
+            json_ct,
+            json!({"event_type": "pdfm", "message": "X", "body": [1]})
+                .to_string()
+                .into(),
+        ),
+        (
+            400,
+            Some(publisher.clone()),
+            json_ct,
+            json!({"event_type": "pdfm", "message": "X", "client_id": "nope"})
+                .to_string()
+                .into(),
+        ),
+        // One bad event spoils the whole batch.
+        (
+            400,
+            Some(publisher.clone()),
+            json_ct,
+            json!([valid, {"event_type": "nope", "message": "X"}])
+                .to_string()
+                .into(),
+        ),
+        (
+            413,
+            Some(publisher.clone()),
+            json_ct,
+            json!({"event_type": "pdfm", "message": "X", "body": {"pad": "x".repeat(5000)}})
+                .to_string()
+                .into(),
+        ),
+        (
+            413,
+            Some(publisher.clone()),
+            json_ct,
+            Value::Array(vec![valid.clone(); 11]).to_string().into(),
+        ),
+    ];
+    for (expected, token, content_type, body) in cases {
+        let shown = String::from_utf8_lossy(&body)
+            .chars()
+            .take(80)
+            .collect::<String>();
+        let (status, reply) = post_raw(&hub, token.as_deref(), content_type, body).await;
+        assert_eq!(status, expected, "{shown} -> {reply}");
+        assert_eq!(reply["code"], expected);
+        assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // None of the refused requests published anything: the first event alice sees is this one.
+    hub.publish(&json!({"event_type": "pdfm", "message": "FIRST"}))
+        .await;
+    assert_eq!(next_json(&mut ws).await["message"], "FIRST");
+}
