@@ -21,7 +21,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -185,6 +184,12 @@ class Client:
             )
         assert line.startswith(prefix), f"{self.name}: expected {prefix!r} in {line!r}"
         return line[len(prefix):]
+
+    def type_line(self, text: str) -> None:
+        """What a user types into the client (one message per line)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
 
     def wait_exit(self, timeout: float = CLIENT_TIMEOUT) -> int:
         try:

@@ -7,6 +7,7 @@ Run:  scripts/install-test-deps.sh && cargo build --release && pytest -q tests/e
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 
@@ -143,6 +144,53 @@ def test_python_guide_snippet_ping_gets_pong(hub, reader_token):
         assert client.out.next_line() == "Pong received, closing"
         assert client.wait_exit() == 0, client.err.rest()
         assert client.out.rest() == []
+
+
+def test_websocat_typed_client_id_ping_and_error_frames(hub, reader_token):
+    # Channel names are case-insensitive; unknown ones are reported, not fatal.
+    url = f"{hub.ws}/api/v1/ws/subscribe?event_types=system,Health,bogus"
+    with run_client(websocat(url, reader_token)) as client:
+        welcome = client.next_frame()
+        client_id = assert_welcome(welcome, ["system", "health", "global"])
+        assert welcome["body"]["ignored_event_types"] == ["bogus"], welcome
+
+        # The guide's client-id lookup, typed as shown (key `type`).
+        client.type_line('{"type": "system", "message": "client-id", "id": "request-123"}')
+        reply = client.next_frame()
+        assert_envelope(reply)
+        assert (reply["ref_id"], reply["event_type"], reply["message"]) == \
+            ("request-123", "system", "client-id"), reply
+        assert reply["body"] == {"client-id": client_id}, reply
+        assert reply["client_id"] == client_id, reply
+
+        # The guide's health flow (key `event_type`).
+        client.type_line('{"event_type": "health", "id": "ping-1", "message": "ping"}')
+        pong = client.next_frame()
+        assert_envelope(pong)
+        assert (pong["ref_id"], pong["event_type"], pong["message"], pong["client_id"]) == \
+            ("ping-1", "health", "pong", client_id), pong
+        assert "body" not in pong, pong
+
+        # A request on a channel the socket does not have, then garbage: error frames,
+        # and the socket stays usable.
+        client.type_line('{"event_type": "pdfm", "message": "ping", "id": "x-1"}')
+        error = client.next_frame()
+        assert_envelope(error)
+        assert (error["ref_id"], error["event_type"], error["message"], error["client_id"]) == \
+            ("x-1", "global", "error", client_id), error
+        assert "pdfm" in error["body"]["error"], error
+
+        client.type_line("not json")
+        error = client.next_frame()
+        assert_envelope(error)
+        assert (error["event_type"], error["message"], error["client_id"]) == \
+            ("global", "error", client_id), error
+        assert isinstance(error["body"]["error"], str) and error["body"]["error"], error
+
+        client.type_line('{"type": "health", "message": "ping"}')
+        pong = client.next_frame()
+        assert pong["message"] == "pong", pong
+        assert re.fullmatch(r"[0-9a-f]{64}", pong["ref_id"]), pong  # fresh id without `id`
 
 
 def test_curl_unsubscribe_then_only_global_arrives(hub, reader_token, publisher_token):
