@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this):
+#   1. installs what the tests need (scripts/install-test-deps.sh: wscat, websocat, curl,
+#      Python websockets + pytest), skipping whatever is already there;
+#   2. checks formatting and lints (cargo fmt, clippy -D warnings);
+#   3. runs the unit and integration tests (real sockets on 127.0.0.1);
+#   4. runs the end-to-end client tests (tests/e2e) against the built binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "test dependencies"
+scripts/install-test-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "cargo test (unit + integration)"
+cargo test --locked
+
+step "end-to-end clients: websocat, wscat, Python websockets, curl"
+cargo build --locked --bin events-hub
+EVENTS_HUB_BIN="$PWD/target/debug/events-hub" python3 -m pytest -q tests/e2e
