@@ -35,6 +35,10 @@ pub enum ApiError {
     Unavailable(String),
 }
 
+/// The refusal's message, attached to the response so the request log can say why.
+#[derive(Debug, Clone)]
+pub struct Refusal(pub String);
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     code: u16,
@@ -78,12 +82,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = ErrorBody {
-            code: status.as_u16(),
-            error: self.kind(),
-            message: self.to_string(),
-        };
-        let mut response = (status, axum::Json(body)).into_response();
+        let message = self.to_string();
+        let mut response = (
+            status,
+            axum::Json(ErrorBody {
+                code: status.as_u16(),
+                error: self.kind(),
+                message: message.clone(),
+            }),
+        )
+            .into_response();
+        response.extensions_mut().insert(Refusal(message));
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::auth::{self, Identity};
 use crate::config::{EVENTS_PUBLISH, READ_ONLY};
-use crate::error::ApiError;
+use crate::error::{ApiError, Refusal};
 use crate::hub::ChannelId;
 use crate::protocol;
 use crate::server::AppState;
@@ -248,18 +248,28 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// One line per request with the path only: query strings may carry `access_token`.
-async fn log_request(request: Request, next: Next) -> Response {
+/// One line per request, with the path only: query strings may carry `access_token`.
+/// Refusals are logged at `info` (an operator wants to see who was turned away and why),
+/// successes at `debug` (publishing can be thousands of requests a second).
+async fn log_request(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
-    tracing::debug!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    let status = response.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    if status >= 400 {
+        let reason = response
+            .extensions()
+            .get::<Refusal>()
+            .map_or("", |r| r.0.as_str());
+        tracing::info!(%peer, %method, path, status, reason, micros, "request refused");
+    } else {
+        tracing::debug!(%peer, %method, path, status, micros, "request");
+    }
     response
 }

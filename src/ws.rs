@@ -88,15 +88,26 @@ enum Exit {
 
 pub async fn run(mut socket: WebSocket, mut session: Session) {
     let client_id = session.client.id();
-    tracing::debug!(%client_id, ip = %session.slot.ip(), "socket open");
+    let ip = session.slot.ip();
+    tracing::info!(
+        %client_id,
+        %ip,
+        subscriptions = ?session.client.subscription_names(),
+        "subscriber connected"
+    );
     let receivers = session.client.take_receivers();
     let mut outbox = Outbox::new(session.settings.send_queue);
     let exit = serve(&mut socket, &session, &mut outbox, receivers).await;
     // Free the slot and the registry entry before the close handshake, so a client that
     // reconnects as soon as it sees our close frame is admitted.
     drop(session);
+    match exit {
+        Exit::Gone => tracing::info!(%client_id, %ip, "subscriber disconnected"),
+        Exit::Close(code, reason) => {
+            tracing::info!(%client_id, %ip, code, reason, "closing subscriber")
+        }
+    }
     if let Exit::Close(code, reason) = exit {
-        tracing::debug!(%client_id, code, reason, "closing socket");
         let _ = timeout(CLOSE_TIMEOUT, async {
             // A slow consumer gets no more of its backlog; anyone else gets what was queued
             // (the SERVER_SHUTDOWN notice, a last reply) before the close frame.
@@ -116,7 +127,6 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
         while let Some(Ok(_)) = socket.next().await {}
     })
     .await;
-    tracing::debug!(%client_id, "socket closed");
 }
 
 const SLOW: Exit = Exit::Close(close::SLOW_CONSUMER, "slow consumer");
