@@ -4,13 +4,18 @@
 //! A slot is an RAII guard: it is taken atomically during the handshake and freed by `Drop`,
 //! so no exit path of a socket — clean close, error, panic, a failed upgrade — can leak it.
 
+use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use axum::http::HeaderMap;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use ipnet::IpNet;
+
+use crate::auth::{Identity, Method};
+use crate::config::AdmissionSettings;
 
 /// Resolves the client IP of a request.
 #[derive(Debug, Clone, Default)]
@@ -78,35 +83,28 @@ pub fn normalise(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Live sockets per client IP.
+/// Live sockets counted by a key (client IP, identity), each key capped at `max`.
 #[derive(Debug)]
-pub struct IpSlots {
-    live: DashMap<IpAddr, u32>,
-    max_per_ip: u32,
+struct SlotTable<K: Eq + Hash> {
+    live: DashMap<K, u32>,
+    max: u32,
 }
 
-/// One reserved connection for an IP; dropping it gives the slot back.
-#[derive(Debug)]
-pub struct IpSlot {
-    slots: Arc<IpSlots>,
-    ip: IpAddr,
-}
-
-impl IpSlots {
-    pub fn new(max_per_ip: u32) -> Arc<Self> {
-        Arc::new(Self {
+impl<K: Eq + Hash + Clone> SlotTable<K> {
+    fn new(max: u32) -> Self {
+        Self {
             live: DashMap::new(),
-            max_per_ip,
-        })
+            max,
+        }
     }
 
-    /// Check and reserve in one step under the map's shard lock: of N simultaneous handshakes
-    /// from one IP exactly `max_per_ip` succeed.
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        match self.live.entry(ip) {
+    /// Check and reserve in one step under the map's shard lock: of N simultaneous attempts
+    /// with one key exactly `max` succeed.
+    fn try_take(&self, key: &K) -> bool {
+        match self.live.entry(key.clone()) {
             Entry::Occupied(mut held) => {
-                if *held.get() >= self.max_per_ip {
-                    return None;
+                if *held.get() >= self.max {
+                    return false;
                 }
                 *held.get_mut() += 1;
             }
@@ -114,37 +112,123 @@ impl IpSlots {
                 free.insert(1);
             }
         }
-        Some(IpSlot {
-            slots: Arc::clone(self),
-            ip,
-        })
+        true
     }
 
-    /// Client IPs holding at least one slot.
-    pub fn len(&self) -> usize {
-        self.live.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.live.is_empty()
-    }
-}
-
-impl IpSlot {
-    pub fn ip(&self) -> IpAddr {
-        self.ip
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        if let Entry::Occupied(mut held) = self.slots.live.entry(self.ip) {
+    fn give_back(&self, key: &K) {
+        if let Entry::Occupied(mut held) = self.live.entry(key.clone()) {
             if *held.get() <= 1 {
                 held.remove();
             } else {
                 *held.get_mut() -= 1;
             }
         }
+    }
+}
+
+/// Why a handshake was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The hub holds `max_connections` sockets.
+    Full { max: u32 },
+    /// The client IP holds `max_connections_per_ip` sockets.
+    IpBusy(IpAddr),
+    /// The identity holds `max_connections_per_identity` sockets.
+    IdentityBusy { subject: String, max: u32 },
+}
+
+/// The admission limits: the whole hub, each client IP, each identity.
+#[derive(Debug)]
+pub struct Admission {
+    total: AtomicU32,
+    max_total: u32,
+    per_ip: SlotTable<IpAddr>,
+    per_identity: Option<SlotTable<Owner>>,
+}
+
+type Owner = (Method, String);
+
+/// One admitted connection. Dropping it gives back every slot it holds, so no exit path of a
+/// socket can leak one.
+#[derive(Debug)]
+pub struct Ticket {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+    owner: Option<Owner>,
+}
+
+impl Admission {
+    pub fn new(settings: &AdmissionSettings) -> Arc<Self> {
+        Arc::new(Self {
+            total: AtomicU32::new(0),
+            max_total: settings.max_connections,
+            per_ip: SlotTable::new(settings.max_connections_per_ip),
+            per_identity: (settings.max_connections_per_identity > 0)
+                .then(|| SlotTable::new(settings.max_connections_per_identity)),
+        })
+    }
+
+    /// Reserves a slot in every table, or none: a refusal gives back what it took.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, identity: &Identity) -> Result<Ticket, Refused> {
+        let taken = self.total.fetch_add(1, Ordering::AcqRel);
+        if taken >= self.max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::Full {
+                max: self.max_total,
+            });
+        }
+        if !self.per_ip.try_take(&ip) {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::IpBusy(ip));
+        }
+        // From here on, the ticket's Drop gives back what has been taken.
+        let mut ticket = Ticket {
+            admission: Arc::clone(self),
+            ip,
+            owner: None,
+        };
+        if let Some(per_identity) = &self.per_identity {
+            let owner = (identity.method, identity.subject.clone());
+            if !per_identity.try_take(&owner) {
+                return Err(Refused::IdentityBusy {
+                    subject: identity.subject.clone(),
+                    max: per_identity.max,
+                });
+            }
+            ticket.owner = Some(owner);
+        }
+        Ok(ticket)
+    }
+
+    /// Client IPs holding at least one slot.
+    pub fn live_ips(&self) -> usize {
+        self.per_ip.live.len()
+    }
+
+    /// Admitted connections.
+    pub fn live_total(&self) -> u32 {
+        self.total.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live_total() == 0 && self.per_ip.live.is_empty()
+    }
+}
+
+impl Ticket {
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let admission = &self.admission;
+        if let (Some(per_identity), Some(owner)) = (&admission.per_identity, &self.owner) {
+            per_identity.give_back(owner);
+        }
+        admission.per_ip.give_back(&self.ip);
+        admission.total.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -191,18 +275,60 @@ mod tests {
         );
     }
 
+    fn admission(total: u32, per_ip: u32, per_identity: u32) -> Arc<Admission> {
+        Admission::new(&AdmissionSettings {
+            max_connections: total,
+            max_connections_per_ip: per_ip,
+            max_connections_per_identity: per_identity,
+            trusted_proxies: vec![],
+            allowed_origins: vec![],
+        })
+    }
+
+    fn identity(name: &str) -> Identity {
+        Identity::for_tests(name)
+    }
+
+    fn addr(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
     #[test]
     fn slots_are_counted_and_freed() {
-        let slots = IpSlots::new(2);
-        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
-        let a = slots.try_acquire(ip);
-        let b = slots.try_acquire(ip);
-        assert!(a.is_some() && b.is_some());
-        assert!(slots.try_acquire(ip).is_none());
-        drop(a);
-        let c = slots.try_acquire(ip);
-        assert!(c.is_some());
-        drop((b, c));
-        assert!(slots.is_empty());
+        let a = admission(100, 2, 0);
+        let alice = identity("alice");
+        let first = a.admit(addr(1), &alice);
+        let second = a.admit(addr(1), &alice);
+        assert!(first.is_ok() && second.is_ok());
+        assert_eq!(
+            a.admit(addr(1), &alice).err(),
+            Some(Refused::IpBusy(addr(1)))
+        );
+        drop(first);
+        let third = a.admit(addr(1), &alice);
+        assert!(third.is_ok());
+        drop((second, third));
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn refusals_give_back_what_they_took() {
+        let a = admission(2, 1, 1);
+        let alice = identity("alice");
+        let held = a.admit(addr(1), &alice).expect("first");
+        // Same identity from another IP: refused by the identity cap, IP slot given back.
+        assert!(matches!(
+            a.admit(addr(2), &alice),
+            Err(Refused::IdentityBusy { .. })
+        ));
+        assert_eq!((a.live_total(), a.live_ips()), (1, 1));
+        let bob = a.admit(addr(2), &identity("bob")).expect("bob");
+        assert_eq!(
+            a.admit(addr(3), &identity("carol")).err(),
+            Some(Refused::Full { max: 2 })
+        );
+        assert_eq!((a.live_total(), a.live_ips()), (2, 2));
+        drop((held, bob));
+        assert!(a.is_empty());
     }
 }

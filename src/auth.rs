@@ -19,7 +19,7 @@ const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
 
 /// How the caller proved who they are. Part of the identity, so a JWT `sub` can never pose as
 /// an API key's owner of the same name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
     Jwt,
     ApiKey,
@@ -37,6 +37,17 @@ pub struct Identity {
 impl Identity {
     pub fn has_claim(&self, claim: &str) -> bool {
         self.super_user || self.claims.contains(claim)
+    }
+
+    /// An identity with no claims, for unit tests elsewhere in the crate.
+    #[cfg(test)]
+    pub fn for_tests(subject: &str) -> Self {
+        Self {
+            subject: subject.to_owned(),
+            method: Method::Jwt,
+            claims: BTreeSet::new(),
+            super_user: false,
+        }
     }
 
     /// `403` unless the identity holds `claim`.

@@ -62,6 +62,8 @@ pub struct Settings {
 pub struct ServerSettings {
     pub listen: String,
     pub shutdown_grace_secs: u64,
+    pub header_read_timeout_secs: u64,
+    pub body_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,8 +90,11 @@ pub struct ApiKeySettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdmissionSettings {
+    pub max_connections: u32,
     pub max_connections_per_ip: u32,
+    pub max_connections_per_identity: u32,
     pub trusted_proxies: Vec<String>,
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,7 +129,11 @@ pub struct LogSettings {
 }
 
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: [&str; 2] = ["hub.channels", "admission.trusted_proxies"];
+const LIST_KEYS: [&str; 3] = [
+    "hub.channels",
+    "admission.trusted_proxies",
+    "admission.allowed_origins",
+];
 
 impl Settings {
     /// The built-in defaults alone, validated. Tests start from here.
@@ -218,6 +227,20 @@ impl Settings {
             }
         }
 
+        positive(
+            "admission.max_connections",
+            self.admission.max_connections.into(),
+        )?;
+        for origin in &self.admission.allowed_origins {
+            let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/');
+            if !valid {
+                return Err(ConfigError::new(
+                    "admission.allowed_origins",
+                    format!("{origin:?}: write origins as scheme://host[:port], no trailing slash"),
+                ));
+            }
+        }
         if self.admission.max_connections_per_ip == 0 {
             return Err(ConfigError::new(
                 "admission.max_connections_per_ip",
@@ -356,6 +379,14 @@ impl Settings {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.server.shutdown_grace_secs)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.header_read_timeout_secs)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.body_read_timeout_secs)
     }
 }
 

@@ -33,6 +33,10 @@ pub enum ApiError {
     UpgradeRequired(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    TooManyConnections(String),
+    #[error("{0}")]
+    RequestTimeout(String),
 }
 
 /// The refusal's message, attached to the response so the request log can say why.
@@ -59,6 +63,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -75,6 +81,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::UpgradeRequired(_) => "upgrade_required",
             Self::Unavailable(_) => "unavailable",
+            Self::TooManyConnections(_) => "too_many_connections",
+            Self::RequestTimeout(_) => "request_timeout",
         }
     }
 }
@@ -114,6 +122,21 @@ impl From<crate::hub::HubError> for ApiError {
             HubError::UnknownClient(_) => Self::NotFound(error.to_string()),
             HubError::NotOwner(_) => Self::Forbidden(error.to_string()),
             HubError::Invalid(message) => Self::BadRequest(message),
+        }
+    }
+}
+
+impl From<crate::admission::Refused> for ApiError {
+    fn from(refused: crate::admission::Refused) -> Self {
+        use crate::admission::Refused;
+        match refused {
+            Refused::IpBusy(ip) => Self::IpBusy(ip),
+            Refused::Full { max } => Self::Unavailable(format!(
+                "the hub is at its connection limit ({max}); try again later"
+            )),
+            Refused::IdentityBusy { subject, max } => Self::TooManyConnections(format!(
+                "{subject} already has {max} active WebSocket connection(s), the most allowed"
+            )),
         }
     }
 }

@@ -49,6 +49,7 @@ fn serve(global: &GlobalArgs) -> ExitCode {
         Err(error) => return config_failure(&error),
     };
     events_hub::telemetry::init(&settings.log.level);
+    check_open_files(&settings);
     let algorithm = match settings.jwt_algorithm() {
         Ok(algorithm) => algorithm,
         Err(error) => return config_failure(&error),
@@ -98,6 +99,24 @@ fn serve(global: &GlobalArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// Every socket is an open file: raise the soft limit, and warn when the connection cap cannot
+/// be reached within it (the accept loop reports running out, but better to know at start).
+fn check_open_files(settings: &Settings) {
+    let Some(limit) = server::raise_open_files_limit() else {
+        return;
+    };
+    // Room for the listener, logs, config files and HTTP clients that are not WebSockets.
+    let needed = u64::from(settings.admission.max_connections) + 64;
+    if needed > limit {
+        tracing::warn!(
+            open_files_limit = limit,
+            max_connections = settings.admission.max_connections,
+            "admission.max_connections is above what the open-files limit allows; raise the \
+             limit (ulimit -n, systemd LimitNOFILE) or lower admission.max_connections"
+        );
+    }
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).

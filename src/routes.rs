@@ -64,8 +64,9 @@ async fn subscribe(
     if app.shutdown.is_cancelled() {
         return Err(ApiError::Unavailable("the hub is shutting down".into()));
     }
+    check_origin(&app.settings.admission.allowed_origins, &headers)?;
     let ip = app.client_ips.resolve(peer, &headers);
-    let slot = app.ip_slots.try_acquire(ip).ok_or(ApiError::IpBusy(ip))?;
+    let ticket = app.admission.admit(ip, &identity)?;
 
     let requested = auth::form_pairs(query.as_deref().unwrap_or(""))
         .filter(|(k, _)| k == "event_types")
@@ -92,7 +93,7 @@ async fn subscribe(
                 socket,
                 Session {
                     client,
-                    slot,
+                    ticket,
                     ignored: resolved.unknown,
                     settings,
                     shutdown,
@@ -100,6 +101,25 @@ async fn subscribe(
                 },
             )
         }))
+}
+
+/// Browsers always send `Origin` on a WebSocket handshake; when an allowlist is configured, a
+/// page from anywhere else may not use a visitor's credentials to open a socket.
+fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let origin = origin.to_str().unwrap_or("");
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "origin {origin:?} is not allowed to open WebSockets on this hub"
+        )))
+    }
 }
 
 /// `event_types` as the seed shows it (an array), or a comma-separated string.
@@ -130,7 +150,7 @@ async fn unsubscribe(
             channels.describe()
         )
     };
-    let bytes = read_body(&headers, body, MAX_UNSUBSCRIBE_BYTES).await?;
+    let bytes = read_body(&app, &headers, body, MAX_UNSUBSCRIBE_BYTES).await?;
     let request: UnsubscribeRequest = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("malformed body ({e}): {}", usage())))?;
     let client_id = Uuid::parse_str(request.client_id.trim()).map_err(|_| {
@@ -187,7 +207,7 @@ async fn publish(
         ));
     }
     let limits = &app.settings.limits;
-    let bytes = read_body(&headers, body, limits.max_publish_bytes).await?;
+    let bytes = read_body(&app, &headers, body, limits.max_publish_bytes).await?;
     let events = protocol::parse_publish_body(&bytes).map_err(ApiError::BadRequest)?;
     if events.is_empty() {
         return Err(ApiError::BadRequest("the batch is empty".into()));
@@ -204,8 +224,10 @@ async fn publish(
     Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
 }
 
-/// Reads a request body of at most `limit` bytes, refusing a larger one with `413`.
+/// Reads a request body of at most `limit` bytes within `body_read_timeout`: `413` for a larger
+/// one, `408` for one that trickles in too slowly.
 async fn read_body(
+    app: &AppState,
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -218,9 +240,15 @@ async fn read_body(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())
+    let deadline = app.settings.body_read_timeout();
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err(ApiError::RequestTimeout(format!(
+            "the request body did not arrive within {} s",
+            deadline.as_secs()
+        ))),
+    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -1,17 +1,28 @@
 //! Wiring: settings → shared state → a listening server, and the shutdown sequence. The binary
 //! and the test harness both go through [`AppState::build`] and [`run`].
+//!
+//! The accept loop is ours rather than `axum::serve` so that it can bound how long a client may
+//! take to send its request headers, and say plainly when the process runs out of file
+//! descriptors.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::Service;
 
-use crate::admission::{ClientIpResolver, IpSlots};
+use crate::admission::{Admission, ClientIpResolver};
 use crate::auth::Authenticator;
 use crate::config::{ConfigError, Settings};
 use crate::hub::Hub;
@@ -25,7 +36,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub auth: Arc<Authenticator>,
     pub client_ips: Arc<ClientIpResolver>,
-    pub ip_slots: Arc<IpSlots>,
+    pub admission: Arc<Admission>,
     pub session_settings: SessionSettings,
     /// Cancelled when shutdown begins: sockets close with 1001, new handshakes get 503.
     pub shutdown: CancellationToken,
@@ -49,7 +60,7 @@ impl AppState {
             hub: Hub::new(&settings.hub.channels, settings.hub.send_queue),
             auth: Arc::new(auth),
             client_ips: Arc::new(client_ips),
-            ip_slots: IpSlots::new(settings.admission.max_connections_per_ip),
+            admission: Admission::new(&settings.admission),
             session_settings: SessionSettings::from_settings(&settings),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
@@ -76,37 +87,53 @@ pub async fn run(
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Stopped> {
     let local = listener.local_addr()?;
-    let listener = listener.tap_io(|tcp| {
-        // Events are small and latency matters more than packet count.
-        let _ = tcp.set_nodelay(true);
-    });
-    let stop_accepting = CancellationToken::new();
-    let app = routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
-    let mut server = tokio::spawn(async move { server.await });
+    let router = routes::router(state.clone());
+    let connections = TaskTracker::new();
+    let stop_http = CancellationToken::new();
     state.ready.store(true, Ordering::Release);
     tracing::info!(%local, "listening");
 
-    tokio::select! {
-        _ = signal => {}
-        result = &mut server => {
-            // The server only returns by itself on an I/O error.
-            return result.map_err(std::io::Error::other)?.map(|_| Stopped::Drained);
+    tokio::pin!(signal);
+    let mut fd_warning = FdWarning::default();
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    // Events are small and latency matters more than packet count.
+                    let _ = tcp.set_nodelay(true);
+                    connections.spawn(serve_connection(
+                        tcp,
+                        peer,
+                        router.clone(),
+                        stop_http.clone(),
+                        state.settings.header_read_timeout(),
+                    ));
+                }
+                Err(error) if is_fd_exhaustion(&error) => {
+                    fd_warning.report(&error, state.hub.client_count());
+                    // Let sockets close before trying again; the kernel keeps the backlog.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // The peer gave up between SYN and accept: not the server's problem.
+                Err(error) => tracing::debug!(%error, "accept failed"),
+            },
         }
     }
+    drop(listener);
 
     let grace = state.settings.shutdown_grace();
     tracing::info!(grace_secs = grace.as_secs(), "shutting down");
     state.ready.store(false, Ordering::Release);
-    stop_accepting.cancel();
+    stop_http.cancel();
     state.hub.announce_shutdown(grace.as_secs());
     state.shutdown.cancel();
     state.sessions.close();
+    connections.close();
 
     let drained = tokio::time::timeout(grace, async {
         state.sessions.wait().await;
-        let _ = server.await;
+        connections.wait().await;
     })
     .await;
     match drained {
@@ -122,4 +149,106 @@ pub async fn run(
             Ok(Stopped::GraceExpired)
         }
     }
+}
+
+/// One HTTP/1.1 connection: requests until it closes, or its upgrade to a WebSocket. A client
+/// that does not finish sending its headers within `header_read_timeout` is cut off, so a
+/// slow-loris holds nothing for long.
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    stop: CancellationToken,
+    header_read_timeout: Duration,
+) {
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().call(request)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let connection = builder
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = stop.cancelled() => {
+            // Finish the request in flight, then close; idle keep-alive connections close now.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+fn is_fd_exhaustion(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE)
+    )
+}
+
+/// Says clearly, at most every few seconds, that the process ran out of file descriptors.
+#[derive(Default)]
+struct FdWarning {
+    last: Option<std::time::Instant>,
+}
+
+impl FdWarning {
+    fn report(&mut self, error: &std::io::Error, clients: usize) {
+        let due = self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
+        if due {
+            self.last = Some(std::time::Instant::now());
+            tracing::error!(
+                %error,
+                clients,
+                limit = open_files_limit().unwrap_or(0),
+                "cannot accept connections: out of file descriptors (one per socket). Raise the \
+                 limit (ulimit -n, systemd LimitNOFILE) or lower admission.max_connections"
+            );
+        }
+    }
+}
+
+/// The soft limit on open files.
+pub fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    ok.then_some(limit.rlim_cur)
+}
+
+/// Raises the soft open-files limit to the hard one: every socket is a file, and the default
+/// soft limit (often 1024) is far below what a hub serves. Returns the limit now in force.
+pub fn raise_open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return Some(raised.rlim_cur);
+            }
+        }
+    }
+    Some(limit.rlim_cur)
 }

@@ -21,7 +21,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use crate::admission::IpSlot;
+use crate::admission::Ticket;
 use crate::config::Settings;
 use crate::hub::{ChannelId, Client, Delivery};
 use crate::protocol::{self, ClientMessageError, Frame};
@@ -66,11 +66,11 @@ impl SessionSettings {
     }
 }
 
-/// Everything a socket task owns besides the socket. Dropping it frees the IP slot, removes the
+/// Everything a socket task owns besides the socket. Dropping it frees the admission slots, removes the
 /// client from the registry and lets shutdown stop waiting for this task.
 pub struct Session {
     pub client: Client,
-    pub slot: IpSlot,
+    pub ticket: Ticket,
     pub ignored: Vec<String>,
     pub settings: SessionSettings,
     pub shutdown: CancellationToken,
@@ -88,7 +88,7 @@ enum Exit {
 
 pub async fn run(mut socket: WebSocket, mut session: Session) {
     let client_id = session.client.id();
-    let ip = session.slot.ip();
+    let ip = session.ticket.ip();
     tracing::info!(
         %client_id,
         %ip,

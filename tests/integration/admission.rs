@@ -43,7 +43,7 @@ async fn slot_is_freed_when_the_client_vanishes_without_a_close() {
     let hub = TestHub::start().await;
     let (ws, _) = hub.subscribe(ip(3), "alice", "").await;
     drop(ws); // TCP close, no WebSocket close frame
-    eventually("the slot to be freed", || hub.state.ip_slots.is_empty()).await;
+    eventually("the slot to be freed", || hub.state.admission.is_empty()).await;
     eventually("the registry to be empty", || {
         hub.state.hub.client_count() == 0
     })
@@ -145,4 +145,116 @@ async fn x_forwarded_for_from_a_trusted_proxy_names_the_client() {
         body["message"],
         "IP address 198.51.100.1 already has an active WebSocket connection"
     );
+}
+
+#[tokio::test]
+async fn the_total_connection_cap_answers_503_with_the_error_body() {
+    let hub = TestHub::start_with(|s| s.admission.max_connections = 2).await;
+    let (_a, _) = hub.subscribe(ip(1), "a", "").await;
+    let (b, _) = hub.subscribe(ip(2), "b", "").await;
+    let third = hub.connect(ip(3), &hub.reader("c"), "").await;
+    let (status, body) = refused_status(&third);
+    assert_eq!((status, body["code"].as_u64()), (503, Some(503)));
+    assert_eq!(body["error"], "unavailable");
+    // Refused handshakes hold nothing; a freed place is reusable.
+    assert_eq!(hub.state.admission.live_total(), 2);
+    close(b).await;
+    let (_c, _) = hub.subscribe(ip(3), "c", "").await;
+}
+
+#[tokio::test]
+async fn the_per_identity_cap_answers_429() {
+    let hub = TestHub::start_with(|s| s.admission.max_connections_per_identity = 2).await;
+    let (_a1, _) = hub.subscribe(ip(1), "alice", "").await;
+    let (_a2, _) = hub.subscribe(ip(2), "alice", "").await;
+    let third = hub.connect(ip(3), &hub.reader("alice"), "").await;
+    let (status, body) = refused_status(&third);
+    assert_eq!(status, 429);
+    assert_eq!(body["error"], "too_many_connections");
+    // Another identity from that IP is fine, and the IP slot was given back.
+    let (_b, _) = hub.subscribe(ip(3), "bob", "").await;
+    assert_eq!(hub.state.admission.live_total(), 3);
+}
+
+#[tokio::test]
+async fn a_browser_origin_outside_the_allowlist_gets_403() {
+    let hub = TestHub::start_with(|s| {
+        s.admission.allowed_origins = vec!["https://grafana.example.com".into()];
+    })
+    .await;
+    let auth = format!("Bearer {}", hub.reader("alice"));
+    let evil = hub
+        .handshake(
+            ip(1),
+            "/v1/ws/subscribe",
+            &[("authorization", &auth), ("origin", "https://evil.example")],
+        )
+        .await;
+    let (status, body) = refused_status(&evil);
+    assert_eq!(status, 403);
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("evil.example"))
+    );
+    assert!(hub.state.admission.is_empty());
+    let _good = hub
+        .handshake(
+            ip(1),
+            "/v1/ws/subscribe",
+            &[
+                ("authorization", &auth),
+                ("origin", "https://grafana.example.com"),
+            ],
+        )
+        .await
+        .expect("allowed origin");
+    // No Origin at all (wscat, websocat, scripts): allowed.
+    let _cli = hub
+        .handshake(ip(2), "/v1/ws/subscribe", &[("authorization", &auth)])
+        .await
+        .expect("no origin");
+}
+
+#[tokio::test]
+async fn a_client_stalling_in_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = TestHub::start_with(|s| s.server.header_read_timeout_secs = 1).await;
+    let mut stalled = tcp_from(ip(1), hub.addr).await;
+    stalled
+        .write_all(b"GET /v1/ws/subscribe HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .expect("partial headers");
+    // The server ends the connection (EOF or reset, perhaps after a 408) before our deadline.
+    let mut seen = Vec::new();
+    let outcome = tokio::time::timeout(WAIT, stalled.read_to_end(&mut seen))
+        .await
+        .expect("the server cuts the stalled client off");
+    assert!(
+        outcome.is_err() || seen.is_empty() || seen.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    // Meanwhile others are served.
+    let (_ws, _) = hub.subscribe(ip(2), "bob", "").await;
+}
+
+#[tokio::test]
+async fn a_body_trickling_in_too_slowly_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = TestHub::start_with(|s| s.server.body_read_timeout_secs = 1).await;
+    let mut slow = tcp_from(ip(1), hub.addr).await;
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"event_type\"",
+        hub.publisher()
+    );
+    slow.write_all(head.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(WAIT, slow.read_to_end(&mut response))
+        .await
+        .expect("answered in time");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":408"), "{text}");
 }

@@ -98,7 +98,10 @@ async fn a_subscriber_that_stops_reading_is_closed_with_4008_and_others_keep_eve
     // The stalled client, reading at last, finds what was buffered and then the 4008 close.
     let (code, reason) = expect_close(&mut stalled).await;
     assert_eq!((code, reason.as_str()), (4008, "slow consumer"));
-    eventually("the slot to be freed", || hub.state.ip_slots.len() == 1).await;
+    eventually("the slot to be freed", || {
+        hub.state.admission.live_ips() == 1
+    })
+    .await;
 
     hub.publish(&json!({"event_type": "pdfm", "message": "DONE"}))
         .await;
@@ -115,7 +118,7 @@ async fn a_silent_client_is_closed_with_4000_after_the_idle_timeout() {
     let (mut ws, _) = hub.subscribe(ip(1), "alice", "").await;
     let (code, reason) = expect_close(&mut ws).await;
     assert_eq!((code, reason.as_str()), (4000, "heartbeat timeout"));
-    eventually("the slot to be freed", || hub.state.ip_slots.is_empty()).await;
+    eventually("the slot to be freed", || hub.state.admission.is_empty()).await;
 }
 
 #[tokio::test]
@@ -187,6 +190,6 @@ async fn a_client_that_closes_first_is_answered_and_forgotten() {
         saw_close |= matches!(message, Message::Close(_));
     }
     assert!(saw_close);
-    assert!(hub.state.ip_slots.is_empty());
+    assert!(hub.state.admission.is_empty());
     assert_eq!(hub.state.hub.client_count(), 0);
 }

@@ -159,7 +159,7 @@ async fn an_oversized_text_frame_closes_with_1009_and_frees_the_slot() {
     ws.send(Message::Text(big.into())).await.expect("send");
     let (code, _) = expect_close(&mut ws).await;
     assert_eq!(code, 1009);
-    eventually("the slot to be freed", || hub.state.ip_slots.is_empty()).await;
+    eventually("the slot to be freed", || hub.state.admission.is_empty()).await;
 }
 
 #[tokio::test]

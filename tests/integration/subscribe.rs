@@ -172,7 +172,7 @@ async fn no_or_bad_credentials_get_401_with_www_authenticate_and_never_101() {
         Some(&b"Bearer"[..])
     );
     // Refusals hold no slot and register nothing.
-    assert!(hub.state.ip_slots.is_empty());
+    assert!(hub.state.admission.is_empty());
     assert_eq!(hub.state.hub.client_count(), 0);
 }
 
@@ -185,7 +185,7 @@ async fn valid_credentials_without_read_only_get_403() {
     let (status, body) = refused_status(&result);
     assert_eq!(status, 403);
     assert_error_body(&body, 403);
-    assert!(hub.state.ip_slots.is_empty());
+    assert!(hub.state.admission.is_empty());
 }
 
 #[tokio::test]
@@ -275,7 +275,7 @@ async fn a_plain_http_get_is_told_to_upgrade_and_holds_no_slot() {
     let (status, body) = json_response(response).await;
     assert_eq!(status, 426);
     assert_error_body(&body, 426);
-    assert!(hub.state.ip_slots.is_empty());
+    assert!(hub.state.admission.is_empty());
 }
 
 #[tokio::test]
