@@ -124,17 +124,21 @@ impl Authenticator {
         validation.leeway = auth.jwt_leeway_secs;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience must be present, not merely right when present.
+        let mut required = vec!["exp", "sub"];
         if auth.jwt_issuer.is_empty() {
             validation.iss = None;
         } else {
             validation.set_issuer(&[&auth.jwt_issuer]);
+            required.push("iss");
         }
         if auth.jwt_audience.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&[&auth.jwt_audience]);
+            required.push("aud");
         }
+        validation.set_required_spec_claims(&required);
 
         let mut api_keys = Vec::with_capacity(auth.api_keys.len());
         for (i, key) in auth.api_keys.iter().enumerate() {
@@ -250,7 +254,7 @@ fn describe(error: &jsonwebtoken::errors::Error) -> &'static str {
         ErrorKind::InvalidAudience => "wrong audience",
         ErrorKind::InvalidSignature => "bad signature",
         ErrorKind::InvalidAlgorithm => "algorithm not accepted",
-        ErrorKind::MissingRequiredClaim(_) => "a required claim (exp, sub) is missing",
+        ErrorKind::MissingRequiredClaim(_) => "a required claim (exp, sub, iss, aud) is missing",
         _ => "malformed",
     }
 }
