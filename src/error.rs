@@ -122,6 +122,7 @@ impl From<crate::hub::HubError> for ApiError {
             HubError::UnknownClient(_) => Self::NotFound(error.to_string()),
             HubError::NotOwner(_) => Self::Forbidden(error.to_string()),
             HubError::Invalid(message) => Self::BadRequest(message),
+            HubError::ShuttingDown => Self::Unavailable(error.to_string()),
         }
     }
 }

@@ -220,7 +220,7 @@ async fn publish(
         )));
     }
     let events = app.hub.prepare(events)?;
-    let receipt = app.hub.publish(events);
+    let receipt = app.hub.publish(events)?;
     Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
 }
 

@@ -164,11 +164,15 @@ async fn serve(
         tokio::select! {
             biased;
             _ = session.shutdown.cancelled() => {
-                // Queue what is already published (the SERVER_SHUTDOWN notice among it).
-                return match take_ready(&mut streams, client, outbox, usize::MAX, settings) {
-                    Ok(()) => Exit::Close(close::GOING_AWAY, "server shutdown"),
-                    Err(exit) => exit,
-                };
+                // Publishing is closed: queue everything published before the cut, then the
+                // SERVER_SHUTDOWN notice as the last frame.
+                if let Err(exit) = take_ready(&mut streams, client, outbox, usize::MAX, settings) {
+                    return exit;
+                }
+                if let Some(notice) = client.hub().shutdown_notice() {
+                    outbox.queue.push_back(Message::Text(notice));
+                }
+                return Exit::Close(close::GOING_AWAY, "server shutdown");
             }
             _ = client.state().changed() => {
                 let mask = client.state().mask();

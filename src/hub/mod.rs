@@ -7,11 +7,14 @@
 //!
 //! [`Hub::publish`] accepts events and [`Hub::deliver`] hands them to local sockets; a cluster
 //! relay can sit between the two without touching the socket task.
+//!
+//! Shutdown: [`Hub::close_publishing`] cuts publishing off, then each socket drains what was
+//! published before the cut and sends the `SERVER_SHUTDOWN` notice as its last frame.
 
 mod channels;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use dashmap::DashMap;
 use serde::Serialize;
@@ -40,6 +43,8 @@ pub enum HubError {
     NotOwner(Uuid),
     #[error("{0}")]
     Invalid(String),
+    #[error("the hub is shutting down and accepts no more events")]
+    ShuttingDown,
 }
 
 /// A validated event, ready to stamp and deliver.
@@ -105,6 +110,10 @@ pub struct Hub {
     channels: Channels,
     senders: Vec<broadcast::Sender<Delivery>>,
     clients: DashMap<Uuid, Arc<ClientState>>,
+    /// `Some` once shutdown began: the notice every socket sends last, before closing with 1001.
+    /// Publishers hold the read side while they deliver, so closing waits for them and nothing
+    /// is published after it.
+    shutdown_notice: RwLock<Option<Frame>>,
 }
 
 impl Hub {
@@ -117,6 +126,7 @@ impl Hub {
             channels,
             senders,
             clients: DashMap::new(),
+            shutdown_notice: RwLock::new(None),
         })
     }
 
@@ -196,7 +206,14 @@ impl Hub {
     }
 
     /// Stamps each event with an id and timestamp, serialises it once and delivers it.
-    pub fn publish(&self, events: Vec<Event>) -> Receipt {
+    pub fn publish(&self, events: Vec<Event>) -> Result<Receipt, HubError> {
+        let closing = self
+            .shutdown_notice
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        if closing.is_some() {
+            return Err(HubError::ShuttingDown);
+        }
         let mut receipt = Receipt {
             ids: Vec::with_capacity(events.len()),
             recipients: 0,
@@ -216,7 +233,8 @@ impl Hub {
             receipt.recipients += self.deliver(event.channel, frame, event.target);
             receipt.ids.push(id);
         }
-        receipt
+        drop(closing);
+        Ok(receipt)
     }
 
     /// Local delivery: to every subscriber of `channel`, or to `target` alone. Targeted frames
@@ -237,20 +255,36 @@ impl Hub {
         if target.is_some() { sent.min(1) } else { sent }
     }
 
-    /// The `SERVER_SHUTDOWN` notice on `global`, sent before sockets are closed with 1001.
-    pub fn announce_shutdown(&self, grace_secs: u64) {
-        let global = self.channels.global();
-        let frame = protocol::server_frame(
-            "global",
-            "SERVER_SHUTDOWN",
-            None,
-            Some(serde_json::json!({
-                "reason": "the hub is shutting down",
-                "grace_secs": grace_secs,
-            })),
-            None,
-        );
-        self.deliver(global, frame, None);
+    /// Stops publishing (later publishes get [`HubError::ShuttingDown`]) and returns the
+    /// `SERVER_SHUTDOWN` notice. Returns once every publish in progress has finished, so each
+    /// socket can drain what is queued and then send the notice as its last frame.
+    pub fn close_publishing(&self, grace_secs: u64) -> Frame {
+        let mut notice = self
+            .shutdown_notice
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        notice
+            .get_or_insert_with(|| {
+                protocol::server_frame(
+                    "global",
+                    "SERVER_SHUTDOWN",
+                    None,
+                    Some(serde_json::json!({
+                        "reason": "the hub is shutting down",
+                        "grace_secs": grace_secs,
+                    })),
+                    None,
+                )
+            })
+            .clone()
+    }
+
+    /// The shutdown notice, once shutdown has begun.
+    pub fn shutdown_notice(&self) -> Option<Frame> {
+        self.shutdown_notice
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Removes channels from a live client owned by `caller`. When this returns `Ok`, no later

@@ -5,6 +5,7 @@ mod common;
 mod admission;
 mod binary;
 mod delivery;
+mod hardening;
 mod messages;
 mod publish;
 mod subscribe;
