@@ -82,6 +82,13 @@ fn serve(global: &GlobalArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let signal = match shutdown_signal() {
+            Ok(signal) => signal,
+            Err(error) => {
+                eprintln!("events-hub: cannot install signal handlers: {error}");
+                return ExitCode::from(1);
+            }
+        };
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(listener) => listener,
             Err(error) => {
@@ -91,7 +98,7 @@ fn serve(global: &GlobalArgs) -> ExitCode {
         };
         let local = listener.local_addr().unwrap_or(listen);
         print_banner(local, generated.then_some(secret.as_str()), algorithm);
-        match server::run(listener, state, shutdown_signal()).await {
+        match server::run(listener, state, signal).await {
             Ok(_) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("events-hub: server failed: {error}");
@@ -119,21 +126,19 @@ fn check_open_files(settings: &Settings) {
     }
 }
 
-/// SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// Registers SIGTERM and SIGINT (Ctrl-C) handlers now, before anything listens, and returns a
+/// future that resolves on either. (Registering lazily, on first poll, would leave a window
+/// in which a signal still kills the process outright.)
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C will stop the hub");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    })
 }
 
 /// What a person sees on start-up (stdout; logs go to stderr).
