@@ -133,19 +133,19 @@ async fn first_run_prints_a_working_token_and_sigterm_exits_0_after_closing_sock
     assert_eq!(wait_exit(&mut hub.0, Duration::from_secs(10)), 0);
 }
 
-#[tokio::test]
-async fn sigint_also_exits_0() {
-    let (mut hub, addr, _) = start(&[("EVENTS_HUB__AUTH__JWT_SECRET", "s")]);
-    let health = reqwest::get(format!("http://{addr}/healthz"))
-        .await
-        .expect("healthz");
-    assert_eq!(health.status(), 200);
-    let status = Command::new("kill")
-        .args(["-INT", &hub.0.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    assert_eq!(wait_exit(&mut hub.0, Duration::from_secs(10)), 0);
+#[test]
+fn sigint_the_moment_the_banner_appears_still_exits_0() {
+    // Handlers are installed before the banner is printed, so there is no window in which a
+    // signal kills the process outright.
+    for _ in 0..5 {
+        let (mut hub, _, _) = start(&[("EVENTS_HUB__AUTH__JWT_SECRET", "s")]);
+        let status = Command::new("kill")
+            .args(["-INT", &hub.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        assert_eq!(wait_exit(&mut hub.0, Duration::from_secs(10)), 0);
+    }
 }
 
 fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -260,4 +260,235 @@ fn hash_key_prints_the_sha256_digest() {
     let (code, stdout, _) = run_to_end(&["hash-key", "--generate"], &[]);
     assert_eq!(code, 0);
     assert!(stdout.contains("key:") && stdout.contains("sha256:"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_delivers_every_accepted_event_then_the_notice_and_1001() {
+    const SOCKETS: u32 = 1_000;
+    events_hub::server::raise_open_files_limit();
+    let secret = [
+        ("EVENTS_HUB__AUTH__JWT_SECRET", SECRET),
+        ("EVENTS_HUB__LOG__LEVEL", "warn"),
+    ];
+    let (mut hub, addr, _) = start(&secret);
+    let addr: std::net::SocketAddr = addr.parse().expect("addr");
+    let reader = mint("reader", &[events_hub::config::READ_ONLY], &[], 600);
+
+    let mut sockets = Vec::new();
+    for chunk in (0..SOCKETS).collect::<Vec<_>>().chunks(100) {
+        let connects = chunk.iter().map(|&n| {
+            let reader = reader.clone();
+            async move {
+                let request = format!("ws://{addr}/v1/ws/subscribe?event_types=pdfm");
+                let mut request =
+                    tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                        request,
+                    )
+                    .expect("request");
+                request.headers_mut().insert(
+                    "authorization",
+                    format!("Bearer {reader}").parse().expect("header"),
+                );
+                let tcp = tcp_from(ip(n), addr).await;
+                let (mut ws, _) = tokio_tungstenite::client_async(
+                    request,
+                    tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+                )
+                .await
+                .expect("handshake");
+                assert_eq!(next_json(&mut ws).await["event_type"], "global");
+                ws
+            }
+        });
+        sockets.extend(futures_util::future::join_all(connects).await);
+    }
+
+    // Every subscriber counts pdfm events until the notice, then expects 1001.
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let mut seen = 0u64;
+                loop {
+                    let frame = next_json(&mut ws).await;
+                    if frame["message"] == "SERVER_SHUTDOWN" {
+                        break;
+                    }
+                    assert_eq!(frame["body"]["seq"], seen, "in order, none skipped");
+                    seen += 1;
+                }
+                let (code, _) = expect_close(&mut ws).await;
+                (seen, code)
+            })
+        })
+        .collect();
+
+    // Publish batches until the hub refuses; count what it accepted.
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let publisher = tokio::spawn({
+        let progress = progress.clone();
+        async move {
+            let token = mint("pub", &[events_hub::config::EVENTS_PUBLISH], &[], 600);
+            let http = reqwest::Client::new();
+            let mut accepted = 0u64;
+            loop {
+                let batch: Vec<serde_json::Value> = (accepted..accepted + 10)
+                    .map(|seq| serde_json::json!({"event_type": "pdfm", "message": "SEQ", "body": {"seq": seq}}))
+                    .collect();
+                let sent = http
+                    .post(format!("http://{addr}/v1/events"))
+                    .bearer_auth(&token)
+                    .json(&batch)
+                    .send()
+                    .await;
+                match sent.map(|r| r.status().as_u16()) {
+                    Ok(202) => {
+                        accepted += 10;
+                        progress.store(accepted, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    _ => return accepted,
+                }
+            }
+        }
+    });
+    // Signal in the middle of the stream: once a few hundred events went through.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while progress.load(std::sync::atomic::Ordering::SeqCst) < 300 {
+        assert!(
+            Instant::now() < deadline && !publisher.is_finished(),
+            "the publisher stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    sigterm(&hub.0);
+    let accepted = publisher.await.expect("publisher");
+    for reader in readers {
+        let (seen, code) = reader.await.expect("subscriber");
+        assert_eq!(code, 1001);
+        assert_eq!(
+            seen, accepted,
+            "every accepted event reached every subscriber before the notice"
+        );
+    }
+    assert_eq!(wait_exit(&mut hub.0, Duration::from_secs(10)), 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "within the grace period"
+    );
+}
+
+#[tokio::test]
+async fn no_credential_ever_reaches_the_logs() {
+    let api_key = "key-that-must-not-be-logged-4f9a";
+    let digest = events_hub::auth::api_key_digest(api_key);
+    let dir = std::env::temp_dir().join(format!("events-hub-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\njwt_secret = \"{SECRET}\"\n[[auth.api_keys]]\nname = \"bot\"\nsha256 = \"{digest}\"\nclaims = [\"READ_ONLY\", \"EVENTS_PUBLISH\"]\n"
+        ),
+    )
+    .expect("config");
+    let mut command = hub_command();
+    command.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().expect("path"),
+    ]);
+    // The most verbose logging there is, including every dependency.
+    command.env("RUST_LOG", "trace");
+    let mut child = command.spawn().expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    });
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("banner").expect("utf-8");
+    let addr = first
+        .split("listening on http://")
+        .nth(1)
+        .expect("addr")
+        .trim()
+        .to_owned();
+    let hub = Running(child);
+
+    let token = mint(
+        "alice",
+        &[
+            events_hub::config::READ_ONLY,
+            events_hub::config::EVENTS_PUBLISH,
+        ],
+        &[],
+        600,
+    );
+    let bad_token = format!("{token}x");
+    let base = format!("ws://{addr}/v1/ws/subscribe?event_types=pdfm");
+    let attempts: Vec<(String, Vec<(&str, String)>)> = vec![
+        (
+            base.clone(),
+            vec![("authorization", format!("Bearer {token}"))],
+        ),
+        (
+            base.clone(),
+            vec![("authorization", format!("Bearer {bad_token}"))],
+        ),
+        (base.clone(), vec![("x-api-key", api_key.to_owned())]),
+        (
+            base.clone(),
+            vec![("x-api-key", format!("{api_key}-wrong"))],
+        ),
+        (format!("{base}&access_token={token}"), vec![]),
+        (format!("{base}&access_token={bad_token}"), vec![]),
+    ];
+    for (url, headers) in attempts {
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+                .expect("request");
+        for (name, value) in headers {
+            request
+                .headers_mut()
+                .insert(name, value.parse().expect("header"));
+        }
+        if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(request).await {
+            let _ = next_json(&mut ws).await;
+            close(ws).await;
+        }
+    }
+    let http = reqwest::Client::new();
+    let _ = http
+        .post(format!("http://{addr}/v1/events"))
+        .header("x-api-key", api_key)
+        .json(&serde_json::json!({"event_type": "pdfm", "message": "X"}))
+        .send()
+        .await;
+    let _ = http
+        .post(format!("http://{addr}/v1/events?access_token={token}"))
+        .bearer_auth(&bad_token)
+        .json(&serde_json::json!({"event_type": "pdfm", "message": "X"}))
+        .send()
+        .await;
+
+    sigterm(&hub.0);
+    let mut hub = hub;
+    assert_eq!(wait_exit(&mut hub.0, Duration::from_secs(10)), 0);
+    let logs = stderr_reader.join().expect("stderr");
+    assert!(
+        logs.contains("request refused"),
+        "the refusals were logged at all"
+    );
+    let signature = token.rsplit('.').next().expect("signature");
+    for secret in [token.as_str(), signature, api_key, SECRET] {
+        assert!(
+            !logs.contains(secret),
+            "a credential reached the logs: {secret}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -48,15 +48,22 @@ async fn ten_thousand_events_keep_their_order_for_fifty_subscribers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_closed_with_4008_and_others_keep_every_event() {
+    const HEALTHY: u32 = 100;
     let hub = TestHub::start_with(|s| s.hub.send_queue = 64).await;
     let (mut stalled, _) = hub.subscribe(ip(1), "slow", "pdfm").await;
-    let (healthy, _) = hub.subscribe(ip(2), "fast", "pdfm").await;
     let published = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-
-    let reader = tokio::spawn({
+    // How far each healthy reader got: the publisher never runs ahead of them, so they are
+    // healthy by construction and only the stalled one can fall behind.
+    let progress: std::sync::Arc<Vec<std::sync::atomic::AtomicU64>> =
+        std::sync::Arc::new((0..HEALTHY).map(|_| Default::default()).collect());
+    let mut readers = Vec::new();
+    for n in 0..HEALTHY {
+        let (mut healthy, _) = hub
+            .subscribe(ip(10 + n), &format!("fast-{n}"), "pdfm")
+            .await;
         let published = published.clone();
-        async move {
-            let mut healthy = healthy;
+        let progress = progress.clone();
+        readers.push(tokio::spawn(async move {
             let mut expected = 0u64;
             loop {
                 let event = next_json(&mut healthy).await;
@@ -67,17 +74,18 @@ async fn a_subscriber_that_stops_reading_is_closed_with_4008_and_others_keep_eve
                     );
                     return expected;
                 }
-                assert_eq!(event["body"]["seq"], expected);
+                assert_eq!(event["body"]["seq"], expected, "healthy subscriber {n}");
                 expected += 1;
+                progress[n as usize].store(expected, std::sync::atomic::Ordering::SeqCst);
             }
-        }
-    });
+        }));
+    }
 
     // Publish until the stalled client has been dropped from the registry (bounded).
     let pad = "x".repeat(1024);
     let mut seq = 0u64;
     for _ in 0..2_000 {
-        if hub.state.hub.client_count() < 2 {
+        if hub.state.hub.client_count() <= HEALTHY as usize {
             break;
         }
         let batch: Vec<Value> = (seq..seq + 50)
@@ -89,23 +97,31 @@ async fn a_subscriber_that_stops_reading_is_closed_with_4008_and_others_keep_eve
         assert_eq!(status, 202);
         seq += 50;
         published.store(seq, std::sync::atomic::Ordering::SeqCst);
+        eventually("the healthy readers to catch up", || {
+            progress
+                .iter()
+                .all(|p| p.load(std::sync::atomic::Ordering::SeqCst) >= seq)
+        })
+        .await;
     }
     assert_eq!(
         hub.state.hub.client_count(),
-        1,
-        "the stalled subscriber was disconnected"
+        HEALTHY as usize,
+        "the stalled subscriber, and only it, was disconnected"
     );
     // The stalled client, reading at last, finds what was buffered and then the 4008 close.
     let (code, reason) = expect_close(&mut stalled).await;
     assert_eq!((code, reason.as_str()), (4008, "slow consumer"));
     eventually("the slot to be freed", || {
-        hub.state.admission.live_ips() == 1
+        hub.state.admission.live_ips() == HEALTHY as usize
     })
     .await;
 
     hub.publish(&json!({"event_type": "pdfm", "message": "DONE"}))
         .await;
-    assert_eq!(reader.await.expect("healthy reader"), seq);
+    for reader in readers {
+        assert_eq!(reader.await.expect("healthy reader"), seq);
+    }
 }
 
 #[tokio::test]
