@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the end-to-end client tests (tests/e2e) need on a fresh Debian
-# machine where we are root: curl, wscat (npm), websocat (cargo), and the Python
-# packages websockets + pytest. Idempotent: anything already present is skipped,
+# Installs what the end-to-end client tests (tests/e2e) and the conformance run
+# (tests/conformance) need on a fresh Debian machine where we are root: curl,
+# wscat (npm), websocat (cargo), and the Python packages websockets, pytest and
+# kosoku. Idempotent: anything already present is skipped,
 # so a second run takes about a second.
 #
 # Only package registries are used (Debian, npm, crates.io, PyPI); no prebuilt
@@ -44,6 +45,8 @@ fi
 py_missing=()
 "$PYTHON" -c 'import websockets' >/dev/null 2>&1 || py_missing+=("websockets>=14")
 "$PYTHON" -c 'import pytest' >/dev/null 2>&1 || py_missing+=("pytest")
+# kosoku runs the Autobahn TestSuite cases (RFC 6455 conformance) without Docker.
+"$PYTHON" -c 'import kosoku' >/dev/null 2>&1 || py_missing+=("kosoku")
 if [ "${#py_missing[@]}" -gt 0 ]; then
     if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
         apt_install python3-pip
@@ -54,7 +57,7 @@ if [ "${#py_missing[@]}" -gt 0 ]; then
     "$PYTHON" -m pip install -q --break-system-packages "${py_missing[@]}" 2>/dev/null \
         || "$PYTHON" -m pip install -q "${py_missing[@]}"
 else
-    say "python: websockets and pytest present"
+    say "python: websockets, pytest and kosoku present"
 fi
 # The guide's Python snippet needs websockets >= 14 (`additional_headers=`).
 if ! "$PYTHON" - <<'PY'

@@ -4,7 +4,9 @@
 #      Python websockets + pytest), skipping whatever is already there;
 #   2. checks formatting and lints (cargo fmt, clippy -D warnings);
 #   3. runs the unit and integration tests (real sockets on 127.0.0.1);
-#   4. runs the end-to-end client tests (tests/e2e) against the built binary.
+#   4. runs the end-to-end client tests (tests/e2e) against the built binary;
+#   5. runs the Autobahn RFC 6455 conformance cases (tests/conformance, via kosoku) against
+#      the hub's own socket handling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -26,3 +28,6 @@ cargo test --locked
 step "end-to-end clients: websocat, wscat, Python websockets, curl"
 cargo build --locked --bin events-hub
 EVENTS_HUB_BIN="$PWD/target/debug/events-hub" python3 -m pytest -q tests/e2e
+
+step "RFC 6455 conformance: Autobahn cases via kosoku"
+EVENTS_HUB_BIN="$PWD/target/debug/events-hub" python3 -m pytest -q tests/conformance

@@ -38,6 +38,10 @@ pub enum Command {
     MintToken(MintTokenArgs),
     /// Print the SHA-256 digest of an API key, for `[[auth.api_keys]] sha256`.
     HashKey(HashKeyArgs),
+    /// Test only: echo every WebSocket message on any path, without authentication, through the
+    /// hub's own socket handling, for the Autobahn conformance suite. Never expose it.
+    #[command(hide = true)]
+    ConformanceEcho,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(&cli.global),
         Command::MintToken(args) => mint_token(&cli.global, &args),
         Command::HashKey(args) => hash_key(&args),
+        Command::ConformanceEcho => conformance_echo(&cli.global),
     }
 }
 
@@ -41,6 +42,49 @@ fn is_hmac(algorithm: Algorithm) -> bool {
         algorithm,
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
     )
+}
+
+/// The test-only echo server for the Autobahn suite: the hub's socket handling, no hub.
+fn conformance_echo(global: &GlobalArgs) -> ExitCode {
+    let settings = match load_settings(global) {
+        Ok(settings) => settings,
+        Err(error) => return config_failure(&error),
+    };
+    events_hub::telemetry::init(&settings.log.level);
+    let listen = match settings.listen_addr() {
+        Ok(addr) => addr,
+        Err(error) => return config_failure(&error),
+    };
+    let state = match AppState::build(settings, "conformance-echo-has-no-auth") {
+        Ok(state) => state,
+        Err(error) => return config_failure(&error),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("events-hub: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let Ok(signal) = shutdown_signal() else {
+            return ExitCode::from(1);
+        };
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("events-hub: cannot listen on {listen}: {error}");
+                return ExitCode::from(1);
+            }
+        };
+        let local = listener.local_addr().unwrap_or(listen);
+        println!("events-hub conformance echo (test only) listening on http://{local}");
+        let router = events_hub::routes::conformance_router(state.clone());
+        match server::run_with(listener, state, router, signal).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(1),
+        }
+    })
 }
 
 fn serve(global: &GlobalArgs) -> ExitCode {

@@ -80,27 +80,45 @@ async fn subscribe(
     let settings = app.session_settings.clone();
     let shutdown = app.shutdown.clone();
     let tracker = app.sessions.token();
-    let max_message = app.settings.limits.max_message_bytes;
-    Ok(upgrade
+    Ok(
+        socket_config(upgrade, app.settings.limits.max_message_bytes)
+            .on_failed_upgrade(|error| tracing::debug!(%error, "upgrade failed"))
+            .on_upgrade(move |socket| {
+                let client = hub.register(&identity, subscriptions);
+                ws::run(
+                    socket,
+                    Session {
+                        client,
+                        ticket,
+                        ignored: resolved.unknown,
+                        settings,
+                        shutdown,
+                        tracker,
+                    },
+                )
+            }),
+    )
+}
+
+/// The socket configuration every WebSocket of the hub gets.
+fn socket_config(upgrade: WebSocketUpgrade, max_message: usize) -> WebSocketUpgrade {
+    upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_failed_upgrade(|error| tracing::debug!(%error, "upgrade failed"))
-        .on_upgrade(move |socket| {
-            let client = hub.register(&identity, subscriptions);
-            ws::run(
-                socket,
-                Session {
-                    client,
-                    ticket,
-                    ignored: resolved.unknown,
-                    settings,
-                    shutdown,
-                    tracker,
-                },
-            )
-        }))
+}
+
+/// Test-only router for `events-hub conformance-echo`: every path upgrades, without
+/// credentials, to [`ws::echo`] with the hub's own socket configuration.
+pub fn conformance_router(state: AppState) -> Router {
+    Router::new()
+        .fallback(
+            |State(app): State<AppState>, upgrade: WebSocketUpgrade| async move {
+                socket_config(upgrade, app.settings.limits.max_message_bytes).on_upgrade(ws::echo)
+            },
+        )
+        .with_state(state)
 }
 
 /// Browsers always send `Origin` on a WebSocket handshake; when an allowlist is configured, a

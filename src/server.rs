@@ -86,8 +86,18 @@ pub async fn run(
     state: AppState,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Stopped> {
-    let local = listener.local_addr()?;
     let router = routes::router(state.clone());
+    run_with(listener, state, router, signal).await
+}
+
+/// [`run`] with another router (the test-only conformance echo server).
+pub async fn run_with(
+    listener: TcpListener,
+    state: AppState,
+    router: Router,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Stopped> {
+    let local = listener.local_addr()?;
     let connections = TaskTracker::new();
     let stop_http = CancellationToken::new();
     state.ready.store(true, Ordering::Release);

@@ -107,10 +107,15 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
             tracing::info!(%client_id, %ip, code, reason, "closing subscriber")
         }
     }
+    finish(socket, outbox, exit).await;
+}
+
+/// Ends a socket: for a hub-initiated close, what is queued (unless the client is a slow
+/// consumer) and then the close frame; in every case, reads until the peer's close so the
+/// handshake completes (the library answers a client-initiated close as it reads).
+async fn finish(mut socket: WebSocket, mut outbox: Outbox, exit: Exit) {
     if let Exit::Close(code, reason) = exit {
         let _ = timeout(CLOSE_TIMEOUT, async {
-            // A slow consumer gets no more of its backlog; anyone else gets what was queued
-            // (the SERVER_SHUTDOWN notice, a last reply) before the close frame.
             if code != close::SLOW_CONSUMER {
                 poll_fn(|cx| outbox.poll_write(cx, &mut socket)).await?;
             }
@@ -122,11 +127,30 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
         })
         .await;
     }
-    // Read until the peer's close (the library answers a client-initiated close as it reads).
     let _ = timeout(CLOSE_TIMEOUT, async {
         while let Some(Ok(_)) = socket.next().await {}
     })
     .await;
+}
+
+/// Test-only: echoes every message back through the same read path, outbox, error mapping and
+/// close handling as a subscriber's socket, so an RFC 6455 conformance suite (Autobahn, via
+/// kosoku) exercises the hub's own socket handling. Served by `events-hub conformance-echo`.
+pub async fn echo(mut socket: WebSocket) {
+    let mut outbox = Outbox::new(usize::MAX);
+    let exit = loop {
+        let message = match poll_fn(|cx| poll_socket(cx, &mut socket, &mut outbox)).await {
+            SocketEvent::WriteFailed | SocketEvent::Incoming(None) => break Exit::Gone,
+            SocketEvent::Incoming(Some(Err(error))) => break read_error(error),
+            SocketEvent::Incoming(Some(Ok(message))) => message,
+        };
+        match message {
+            Message::Text(_) | Message::Binary(_) => outbox.queue.push_back(message),
+            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(_) => break Exit::Gone,
+        }
+    };
+    finish(socket, outbox, exit).await;
 }
 
 const SLOW: Exit = Exit::Close(close::SLOW_CONSUMER, "slow consumer");
