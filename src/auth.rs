@@ -62,8 +62,19 @@ impl Identity {
     }
 }
 
-/// The claims the hub reads from a token; `exp` and friends are checked by `jsonwebtoken`.
-#[derive(Debug, Serialize, Deserialize)]
+/// The claims the hub reads from a token. `exp`, `nbf`, `iss` and `aud` are checked by
+/// `jsonwebtoken` on the raw claims (so `aud` may be a string or an array, as RFC 7519 allows).
+#[derive(Debug, Deserialize)]
+struct VerifiedClaims {
+    sub: String,
+    #[serde(default)]
+    claims: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// The claims of a token minted by the CLI or the tests.
+#[derive(Debug, Serialize)]
 pub struct TokenClaims {
     pub sub: String,
     pub exp: u64,
@@ -204,8 +215,9 @@ impl Authenticator {
         if token.len() > MAX_CREDENTIAL_BYTES {
             return Err(unauthorized("bearer token too long"));
         }
-        let data = jsonwebtoken::decode::<TokenClaims>(token, &self.decoding_key, &self.validation)
-            .map_err(|e| unauthorized(format!("invalid bearer token: {}", describe(&e))))?;
+        let data =
+            jsonwebtoken::decode::<VerifiedClaims>(token, &self.decoding_key, &self.validation)
+                .map_err(|e| unauthorized(format!("invalid bearer token: {}", describe(&e))))?;
         let claims = data.claims;
         if claims.sub.is_empty() {
             return Err(unauthorized("invalid bearer token: empty `sub`"));
@@ -259,6 +271,13 @@ fn describe(error: &jsonwebtoken::errors::Error) -> &'static str {
     }
 }
 
+fn is_websocket_handshake(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
 /// The `access_token` query parameter, if any, from a raw query string.
 pub fn query_token(query: Option<&str>) -> Option<String> {
     let query = query?;
@@ -282,7 +301,11 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let auth = std::sync::Arc::<Authenticator>::from_ref(state);
-        let token = query_token(parts.uri.query());
+        // The query token exists for browsers, which cannot set headers on a WebSocket; every
+        // other request can send a header, and URLs end up in too many logs.
+        let token = is_websocket_handshake(&parts.headers)
+            .then(|| query_token(parts.uri.query()))
+            .flatten();
         auth.authenticate(&parts.headers, token.as_deref())
     }
 }

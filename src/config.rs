@@ -176,10 +176,20 @@ impl Settings {
                 .set_override(*key, value.as_str())
                 .map_err(|e| ConfigError::new(*key, e.to_string()))?;
         }
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(from_config_error)?;
+        // `EVENTS_HUB__HUB__CHANNELS="global, pdfm"` means what it says.
+        for list in [
+            &mut settings.hub.channels,
+            &mut settings.admission.trusted_proxies,
+            &mut settings.admission.allowed_origins,
+        ] {
+            for item in list.iter_mut() {
+                *item = item.trim().to_owned();
+            }
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -190,6 +200,14 @@ impl Settings {
         positive(
             "server.shutdown_grace_secs",
             self.server.shutdown_grace_secs,
+        )?;
+        positive(
+            "server.header_read_timeout_secs",
+            self.server.header_read_timeout_secs,
+        )?;
+        positive(
+            "server.body_read_timeout_secs",
+            self.server.body_read_timeout_secs,
         )?;
 
         let algorithm = self.jwt_algorithm()?;

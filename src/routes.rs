@@ -159,7 +159,7 @@ async fn unsubscribe(
     identity: Identity,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UnsubscribeReply>, ApiError> {
     identity.require(READ_ONLY)?;
     let channels = app.hub.channels();
     let usage = || {
@@ -173,8 +173,10 @@ async fn unsubscribe(
         .map_err(|e| ApiError::BadRequest(format!("malformed body ({e}): {}", usage())))?;
     let client_id = Uuid::parse_str(request.client_id.trim()).map_err(|_| {
         ApiError::BadRequest(format!(
-            "client_id {:?} is not a UUID; ask for it with {{\"event_type\":\"system\",\"message\":\"client-id\"}}",
-            request.client_id
+            "client_id {:?} is not a UUID (the welcome frame's body.client_id, or ask with \
+             {{\"event_type\":\"system\",\"message\":\"client-id\"}}); {}",
+            request.client_id,
+            usage()
         ))
     })?;
     let requested = match request.event_types {
@@ -189,22 +191,29 @@ async fn unsubscribe(
     }
 
     let outcome = app.hub.unsubscribe(client_id, &identity, &requested)?;
-    let mut body = json!({
-        "message": "Successfully unsubscribed from event types",
-        "unsubscribed": outcome.unsubscribed,
-        "remaining_subscriptions": outcome.remaining_subscriptions,
-    });
-    if outcome.is_partial() {
-        body["invalid_event_types"] = json!(outcome.invalid_event_types);
-        body["not_subscribed"] = json!(outcome.not_subscribed);
-        body["rejected"] = json!(outcome.rejected);
-        body["guidance"] = json!(format!(
+    let guidance = outcome.is_partial().then(|| {
+        format!(
             "Only the listed event types were removed. `global` cannot be removed; \
              valid event types: {}; to add channels, reconnect with event_types=...",
             channels.describe()
-        ));
-    }
-    Ok(Json(body))
+        )
+    });
+    Ok(Json(UnsubscribeReply {
+        message: "Successfully unsubscribed from event types",
+        outcome,
+        guidance,
+    }))
+}
+
+/// The `200` body: `message` first, as the seed guide shows it; the partial-success lists and
+/// `guidance` only when something was not removed.
+#[derive(serde::Serialize)]
+struct UnsubscribeReply {
+    message: &'static str,
+    #[serde(flatten)]
+    outcome: crate::hub::Unsubscribed,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guidance: Option<String>,
 }
 
 async fn publish(

@@ -439,6 +439,10 @@ fn read_error(error: axum::Error) -> Exit {
     match *error {
         tungstenite::Error::Capacity(_) => Exit::Close(close::TOO_BIG, "message too big"),
         tungstenite::Error::Utf8(_) => Exit::Close(close::INVALID_DATA, "invalid UTF-8"),
+        // The peer closed TCP without a close frame: gone, not a protocol error to answer.
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => Exit::Gone,
         tungstenite::Error::Protocol(_) => Exit::Close(close::PROTOCOL_ERROR, "protocol error"),
         _ => Exit::Gone,
     }

@@ -63,22 +63,36 @@ pub struct Receipt {
     pub recipients: usize,
 }
 
-/// The outcome of an unsubscribe that removed at least one channel.
+/// The outcome of an unsubscribe that removed at least one channel. The three lists of what
+/// was not removed are serialised only when one of them has something in it.
 #[derive(Debug, Default, Serialize)]
 pub struct Unsubscribed {
     pub unsubscribed: Vec<String>,
     pub remaining_subscriptions: Vec<String>,
+    #[serde(flatten, skip_serializing_if = "NotRemoved::is_empty")]
+    pub not_removed: NotRemoved,
+}
+
+/// What an unsubscribe request named but did not remove.
+#[derive(Debug, Default, Serialize)]
+pub struct NotRemoved {
     pub invalid_event_types: Vec<String>,
     pub not_subscribed: Vec<String>,
     pub rejected: Vec<String>,
 }
 
+impl NotRemoved {
+    pub fn is_empty(&self) -> bool {
+        self.invalid_event_types.is_empty()
+            && self.not_subscribed.is_empty()
+            && self.rejected.is_empty()
+    }
+}
+
 impl Unsubscribed {
     /// True when the request mixed in names that were not removed.
     pub fn is_partial(&self) -> bool {
-        !(self.invalid_event_types.is_empty()
-            && self.not_subscribed.is_empty()
-            && self.rejected.is_empty())
+        !self.not_removed.is_empty()
     }
 }
 
@@ -309,9 +323,13 @@ impl Hub {
         let mut removed = Vec::new();
         for name in requested {
             match self.channels.id(name) {
-                None => outcome.invalid_event_types.push(name.clone()),
-                Some(id) if id == self.channels.global() => outcome.rejected.push(name.clone()),
-                Some(id) if !order.contains(&id) => outcome.not_subscribed.push(name.clone()),
+                None => outcome.not_removed.invalid_event_types.push(name.clone()),
+                Some(id) if id == self.channels.global() => {
+                    outcome.not_removed.rejected.push(name.clone())
+                }
+                Some(id) if !order.contains(&id) => {
+                    outcome.not_removed.not_subscribed.push(name.clone())
+                }
                 Some(id) => {
                     removed.push(id);
                     outcome.unsubscribed.push(name.clone());
@@ -337,19 +355,19 @@ impl Hub {
 
     fn nothing_removed(&self, outcome: &Unsubscribed) -> String {
         let mut reasons = Vec::new();
-        if !outcome.rejected.is_empty() {
+        if !outcome.not_removed.rejected.is_empty() {
             reasons.push("`global` cannot be removed".to_owned());
         }
-        if !outcome.invalid_event_types.is_empty() {
+        if !outcome.not_removed.invalid_event_types.is_empty() {
             reasons.push(format!(
                 "unknown event types: {}",
-                outcome.invalid_event_types.join(", ")
+                outcome.not_removed.invalid_event_types.join(", ")
             ));
         }
-        if !outcome.not_subscribed.is_empty() {
+        if !outcome.not_removed.not_subscribed.is_empty() {
             reasons.push(format!(
                 "not subscribed to: {}",
-                outcome.not_subscribed.join(", ")
+                outcome.not_removed.not_subscribed.join(", ")
             ));
         }
         if reasons.is_empty() {

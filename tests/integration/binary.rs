@@ -172,6 +172,17 @@ fn invalid_settings_stop_start_up_with_exit_2_naming_the_setting() {
     assert_eq!(code, 2);
     assert!(stderr.contains("heartbeat.ping_interval_secs"), "{stderr}");
 
+    for key in [
+        "HEADER_READ_TIMEOUT_SECS",
+        "BODY_READ_TIMEOUT_SECS",
+        "SHUTDOWN_GRACE_SECS",
+    ] {
+        let var = format!("EVENTS_HUB__SERVER__{key}");
+        let (code, _, stderr) = run_to_end(&[], &[(var.as_str(), "0")]);
+        assert_eq!(code, 2, "{var}=0");
+        assert!(stderr.contains(&key.to_ascii_lowercase()), "{stderr}");
+    }
+
     let (code, _, stderr) = run_to_end(&[], &[("EVENTS_HUB__AUTH__JWT_ALGORITHM", "none")]);
     assert_eq!(code, 2);
     assert!(stderr.contains("auth.jwt_algorithm"), "{stderr}");
@@ -491,4 +502,22 @@ async fn no_credential_ever_reaches_the_logs() {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn list_settings_from_the_environment_may_have_spaces() {
+    let (mut hub, _, banner) = start(&[
+        ("EVENTS_HUB__AUTH__JWT_SECRET", "s"),
+        (
+            "EVENTS_HUB__HUB__CHANNELS",
+            "global, pdfm, health, system, storage",
+        ),
+        (
+            "EVENTS_HUB__ADMISSION__TRUSTED_PROXIES",
+            "10.0.0.0/8, 192.168.0.0/16",
+        ),
+    ]);
+    assert!(banner[0].contains("listening on"));
+    sigterm(&hub.0);
+    assert_eq!(wait_exit(&mut hub.0, Duration::from_secs(10)), 0);
 }

@@ -314,3 +314,41 @@ async fn unknown_routes_and_methods_get_the_error_body() {
     .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn access_token_counts_only_on_a_websocket_handshake() {
+    let hub = TestHub::start().await;
+    let token = hub.token("bot", &[READ_ONLY, EVENTS_PUBLISH]);
+    let response = hub
+        .http()
+        .post(hub.url(&format!("/v1/events?access_token={token}")))
+        .json(&serde_json::json!({"event_type": "pdfm", "message": "X"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        response.status(),
+        401,
+        "plain HTTP requests must send a header"
+    );
+}
+
+#[tokio::test]
+async fn an_audience_array_is_accepted_when_it_contains_ours() {
+    use jsonwebtoken::{EncodingKey, Header};
+    let hub = TestHub::start_with(|s| s.auth.jwt_audience = "events-hub".into()).await;
+    let claims = serde_json::json!({
+        "sub": "alice",
+        "exp": jsonwebtoken::get_current_timestamp() + 600,
+        "aud": ["grafana", "events-hub"],
+        "claims": [READ_ONLY],
+    });
+    let token = jsonwebtoken::encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("token");
+    let mut ws = hub.connect(ip(1), &token, "").await.expect("handshake");
+    assert_eq!(next_json(&mut ws).await["event_type"], "global");
+}

@@ -32,6 +32,12 @@ async fn removal_is_in_force_when_the_200_is_sent_and_the_socket_stays_open() {
         body.get("guidance").is_none(),
         "a clean request has no guidance: {body}"
     );
+    for list in ["invalid_event_types", "not_subscribed", "rejected"] {
+        assert!(
+            body.get(list).is_none(),
+            "a clean request has no {list}: {body}"
+        );
+    }
 
     // Immediately after the 200: a pdfm event, then a global one. Receiving the global one
     // first proves the pdfm one was never delivered.
@@ -90,6 +96,25 @@ async fn removal_holds_under_concurrent_publishing() {
     hub.publish(&json!({"event_type": "global", "message": "END"}))
         .await;
     assert_eq!(next_json(&mut ws).await["message"], "END");
+}
+
+#[tokio::test]
+async fn the_reply_puts_message_first_as_the_seed_shows() {
+    let hub = TestHub::start().await;
+    let (_ws, welcome) = hub.subscribe(ip(1), "alice", "pdfm,health").await;
+    let response = hub
+        .http()
+        .post(hub.url("/v1/ws/unsubscribe"))
+        .bearer_auth(hub.reader("alice"))
+        .json(&json!({"client_id": client_id(&welcome), "event_types": ["pdfm"]}))
+        .send()
+        .await
+        .expect("request");
+    let text = response.text().await.expect("body");
+    assert!(
+        text.starts_with(r#"{"message":"Successfully unsubscribed from event types""#),
+        "{text}"
+    );
 }
 
 #[tokio::test]
