@@ -66,6 +66,8 @@ impl Identity {
 /// `jsonwebtoken` on the raw claims (so `aud` may be a string or an array, as RFC 7519 allows).
 #[derive(Debug, Deserialize)]
 struct VerifiedClaims {
+    // Defaulted so a missing `sub` is reported by the required-claims check, by name.
+    #[serde(default)]
     sub: String,
     #[serde(default)]
     claims: Vec<String>,
