@@ -3,7 +3,8 @@
 #   1. installs what the tests need (scripts/install-test-deps.sh: wscat, websocat, curl,
 #      Python websockets + pytest), skipping whatever is already there;
 #   2. checks formatting and lints (cargo fmt, clippy -D warnings);
-#   3. runs the unit and integration tests (real sockets on 127.0.0.1);
+#   3. runs the unit and integration tests (real sockets on 127.0.0.1), then a smoke run of the
+#      fan-out benchmark harness (a few hundred sockets, asserting zero loss);
 #   4. runs the end-to-end client tests (tests/e2e) against the built binary;
 #   5. runs the Autobahn RFC 6455 conformance cases (tests/conformance, via kosoku) against
 #      the hub's own socket handling.
@@ -24,6 +25,9 @@ cargo clippy --locked --all-targets -- -D warnings
 
 step "cargo test (unit + integration)"
 cargo test --locked
+
+step "benchmark harness smoke run (a few hundred sockets, zero loss)"
+cargo test --locked --bench fanout -- --smoke
 
 step "end-to-end clients: websocat, wscat, Python websockets, curl"
 cargo build --locked --bin events-hub

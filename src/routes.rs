@@ -28,7 +28,7 @@ use crate::ws::{self, Session};
 /// Largest unsubscribe body read.
 const MAX_UNSUBSCRIBE_BYTES: usize = 16 * 1024;
 /// Socket buffers: tungstenite's 128 KiB defaults would cost 256 KiB per idle connection.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 2 * 1024;
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 pub fn router(state: AppState) -> Router {

@@ -183,11 +183,16 @@ async fn serve(
     let idle = sleep_until(Instant::now() + settings.idle_timeout);
     tokio::pin!(idle);
     let mut bucket = TokenBucket::new(settings.messages_per_sec, settings.message_burst);
+    // Made once, not per wake-up: each registers with a lock-guarded waiter list.
+    let shutdown = session.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    let changed = client.state().changed();
+    tokio::pin!(changed);
 
     loop {
         tokio::select! {
             biased;
-            _ = session.shutdown.cancelled() => {
+            _ = &mut shutdown => {
                 // Publishing is closed: queue everything published before the cut, then the
                 // SERVER_SHUTDOWN notice as the last frame.
                 if let Err(exit) = take_ready(&mut streams, client, outbox, usize::MAX, settings) {
@@ -198,7 +203,8 @@ async fn serve(
                 }
                 return Exit::Close(close::GOING_AWAY, "server shutdown");
             }
-            _ = client.state().changed() => {
+            _ = &mut changed => {
+                changed.set(client.state().changed());
                 let mask = client.state().mask();
                 let dropped: Vec<ChannelId> =
                     streams.keys().copied().filter(|c| !mask.contains(*c)).collect();

@@ -114,9 +114,10 @@ impl ClientState {
         ChannelMask(self.mask.load(Ordering::Acquire))
     }
 
-    /// Resolves when the subscriptions were changed from outside the socket task.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
+    /// Resolves when the subscriptions were changed from outside the socket task. A change
+    /// made while nobody waits is kept (`notify_one`), so none is missed.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 }
 
