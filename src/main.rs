@@ -59,31 +59,9 @@ fn conformance_echo(global: &GlobalArgs) -> ExitCode {
         Ok(state) => state,
         Err(error) => return config_failure(&error),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("events-hub: cannot start the async runtime: {error}");
-            return ExitCode::from(1);
-        }
-    };
-    runtime.block_on(async move {
-        let Ok(signal) = shutdown_signal() else {
-            return ExitCode::from(1);
-        };
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                eprintln!("events-hub: cannot listen on {listen}: {error}");
-                return ExitCode::from(1);
-            }
-        };
-        let local = listener.local_addr().unwrap_or(listen);
+    let router = events_hub::routes::conformance_router(state.clone());
+    serve_until_signal(listen, state, router, |local| {
         println!("events-hub conformance echo (test only) listening on http://{local}");
-        let router = events_hub::routes::conformance_router(state.clone());
-        match server::run_with(listener, state, router, signal).await {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::from(1),
-        }
     })
 }
 
@@ -115,6 +93,20 @@ fn serve(global: &GlobalArgs) -> ExitCode {
         Err(error) => return config_failure(&error),
     };
 
+    let router = events_hub::routes::router(state.clone());
+    serve_until_signal(listen, state, router, |local| {
+        print_banner(local, generated.then_some(secret.as_str()), algorithm);
+    })
+}
+
+/// Starts the runtime, installs the signal handlers, binds, prints the banner and serves
+/// `router` until SIGTERM/SIGINT. Exit code 0 after a graceful shutdown, 1 when it cannot start.
+fn serve_until_signal(
+    listen: std::net::SocketAddr,
+    state: AppState,
+    router: axum::Router,
+    banner: impl FnOnce(std::net::SocketAddr),
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -140,9 +132,8 @@ fn serve(global: &GlobalArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let local = listener.local_addr().unwrap_or(listen);
-        print_banner(local, generated.then_some(secret.as_str()), algorithm);
-        match server::run(listener, state, signal).await {
+        banner(listener.local_addr().unwrap_or(listen));
+        match server::run_with(listener, state, router, signal).await {
             Ok(_) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("events-hub: server failed: {error}");

@@ -163,14 +163,7 @@ async fn no_or_bad_credentials_get_401_with_www_authenticate_and_never_101() {
         .send()
         .await
         .expect("request");
-    assert_eq!(response.status(), 401);
-    assert_eq!(
-        response
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.as_bytes()),
-        Some(&b"Bearer"[..])
-    );
+    assert_bearer_challenge(&response);
     // Refusals hold no slot and register nothing.
     assert!(hub.state.admission.is_empty());
     assert_eq!(hub.state.hub.client_count(), 0);

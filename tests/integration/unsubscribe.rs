@@ -231,14 +231,7 @@ async fn unsubscribe_needs_credentials_and_the_read_claim() {
         .send()
         .await
         .expect("request");
-    assert_eq!(response.status(), 401);
-    assert_eq!(
-        response
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.as_bytes()),
-        Some(&b"Bearer"[..])
-    );
+    assert_bearer_challenge(&response);
     let response = hub
         .http()
         .post(hub.url("/api/v1/ws/unsubscribe"))
