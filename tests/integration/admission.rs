@@ -258,3 +258,47 @@ async fn a_body_trickling_in_too_slowly_gets_408() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("\"code\":408"), "{text}");
 }
+
+#[tokio::test]
+async fn forwarded_addresses_are_normalised_and_malformed_hops_not_believed() {
+    let hub =
+        TestHub::start_with(|s| s.admission.trusted_proxies = vec!["127.0.0.0/8".into()]).await;
+    let auth = format!("Bearer {}", hub.reader("alice"));
+    let via = |xff: &str| {
+        let auth = auth.clone();
+        let xff = xff.to_owned();
+        let hub = &hub;
+        async move {
+            hub.handshake(
+                ip(6),
+                "/v1/ws/subscribe",
+                &[("authorization", &auth), ("x-forwarded-for", &xff)],
+            )
+            .await
+        }
+    };
+    // An IPv4-mapped IPv6 address with a port is the plain IPv4 client...
+    let _mapped = via("[::ffff:198.51.100.7]:4711").await.expect("first");
+    // ...so the same client written with a port only is the same IP: 409 naming it.
+    let again = via("198.51.100.7:80").await;
+    let (status, body) = refused_status(&again);
+    assert_eq!(status, 409);
+    assert_eq!(
+        body["message"],
+        "IP address 198.51.100.7 already has an active WebSocket connection"
+    );
+    // A malformed hop is not believed: the client is the last address that can be (here the
+    // proxy itself), never whatever the garbage would have claimed.
+    let _garbage = via("not-an-ip").await.expect("falls back to the proxy");
+    let second = via("also garbage, ").await;
+    let (status, body) = refused_status(&second);
+    assert_eq!(status, 409);
+    assert_eq!(
+        body["message"],
+        format!(
+            "IP address {} already has an active WebSocket connection",
+            ip(6)
+        )
+    );
+    assert_eq!(hub.state.admission.live_ips(), 2);
+}
