@@ -1,9 +1,11 @@
 """RFC 6455 conformance: the Autobahn TestSuite cases, driven by kosoku, against the hub's own
 socket handling (`events-hub conformance-echo`, a test-only echo mode of the socket task).
 
-Every case must end OK, NON-STRICT or INFORMATIONAL. Cases 12.* and 13.* test permessage-deflate
-(RFC 7692), an optional extension the hub does not negotiate: compression contexts are per
-connection, which would undo "serialise each event once and share the frame among subscribers".
+Every case runs. Every RFC 6455 case (1.* to 10.*) must end OK, NON-STRICT or INFORMATIONAL.
+Cases 12.* and 13.* test permessage-deflate (RFC 7692), an optional extension the hub does not
+negotiate (compression contexts are per connection, which would undo "serialise each event once
+and share the frame among subscribers"): for those, Autobahn's UNIMPLEMENTED is the expected
+outcome, and the close handshake must still be OK.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ACCEPTED = {"OK", "NON-STRICT", "INFORMATIONAL"}
 ACCEPTED_CLOSE = {"OK", "INFORMATIONAL"}
 # Cases 1.* to 10.*: framing, pings/pongs, reserved bits, opcodes, fragmentation, UTF-8, close
-# handling, limits. Fewer than this means the suite did not really run.
-MIN_CASES = 300
+# handling, limits (301), plus 216 permessage-deflate cases. Fewer means the suite did not run.
+MIN_RFC6455_CASES = 300
+MIN_CASES = 500
+DEFLATE = ("12.", "13.")
 
 
 def hub_binary() -> Path:
@@ -63,8 +67,6 @@ def test_every_rfc6455_case_passes():
                 [
                     "kosoku",
                     f"127.0.0.1:{port}",
-                    "-x", "12.*",
-                    "-x", "13.*",
                     "-p", "2",
                     "-o", out,
                 ],
@@ -74,14 +76,19 @@ def test_every_rfc6455_case_passes():
             )
             index = json.loads((Path(out) / "index.json").read_text())
         cases = {case: result for agent in index.values() for case, result in agent.items()}
+        def acceptable(case: str, r: dict) -> bool:
+            allowed = ACCEPTED | {"UNIMPLEMENTED"} if case.startswith(DEFLATE) else ACCEPTED
+            return r["behavior"] in allowed and r["behaviorClose"] in ACCEPTED_CLOSE
+
         bad = {
             case: (r["behavior"], r["behaviorClose"])
             for case, r in cases.items()
-            if r["behavior"] not in ACCEPTED or r["behaviorClose"] not in ACCEPTED_CLOSE
+            if not acceptable(case, r)
         }
+        rfc6455 = [c for c in cases if not c.startswith(DEFLATE)]
         assert len(cases) >= MIN_CASES, f"only {len(cases)} cases ran:\n{run.stdout}\n{run.stderr}"
+        assert len(rfc6455) >= MIN_RFC6455_CASES, f"only {len(rfc6455)} RFC 6455 cases ran"
         assert not bad, f"{len(bad)} cases failed: {sorted(bad.items())[:20]}"
-        assert not any(c.startswith(("12.", "13.")) for c in cases)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
