@@ -187,10 +187,15 @@ pub fn parse_publish_body(bytes: &[u8]) -> Result<Vec<PublishEvent>, String> {
         ]
     };
     for (i, event) in events.iter().enumerate() {
-        if let Some(body) = &event.body
-            && !body.get().trim_start().starts_with('{')
-        {
-            return Err(format!("event {i}: `body` must be a JSON object"));
+        if let Some(body) = &event.body {
+            if !body.get().trim_start().starts_with('{') {
+                return Err(format!("event {i}: `body` must be a JSON object"));
+            }
+            // The body is forwarded verbatim to every subscriber, so it must also be readable by
+            // ordinary JSON parsers: a number beyond f64's range (1e400) is valid JSON grammar but
+            // breaks many clients. Found by fuzzing.
+            serde_json::from_str::<serde_json::Value>(body.get())
+                .map_err(|e| format!("event {i}: `body` is not usable JSON: {e}"))?;
         }
         if event.message.trim().is_empty() {
             return Err(format!("event {i}: `message` must not be empty"));
@@ -310,6 +315,9 @@ mod tests {
         assert!(parse_publish_body(br#"{"event_type":"pdfm","message":""}"#).is_err());
         assert!(parse_publish_body(br#"{"event_type":"pdfm","message":"X","extra":1}"#).is_err());
         assert!(parse_publish_body(b"   ").is_err());
+        // Grammatically valid, but no f64 holds it: refused, not forwarded to subscribers.
+        let huge = br#"{"event_type":"pdfm","message":"X","body":{"n":1111111111.0e445}}"#;
+        assert!(parse_publish_body(huge).is_err_and(|e| e.contains("number out of range")));
     }
 
     #[test]

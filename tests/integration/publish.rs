@@ -179,6 +179,13 @@ async fn refusals_carry_the_error_body_and_publish_nothing() {
                 .to_string()
                 .into(),
         ),
+        // Valid JSON grammar, but no f64 holds the number: subscribers could not parse it.
+        (
+            400,
+            Some(publisher.clone()),
+            json_ct,
+            br#"{"event_type":"pdfm","message":"X","body":{"n":1e400}}"#.to_vec(),
+        ),
         // One bad event spoils the whole batch.
         (
             400,
