@@ -28,8 +28,9 @@ pub fn timestamp() -> String {
         .to_string()
 }
 
-/// The server envelope, fields in the order the SPEC fixes.
-#[derive(Debug, Serialize)]
+/// The server envelope, fields in the order the SPEC fixes; `seq` and `epoch` (events only)
+/// come after them, so seed clients see the fields they know where they expect them.
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct Envelope<'a> {
     pub id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,6 +42,12 @@ pub struct Envelope<'a> {
     pub body: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<&'a Uuid>,
+    /// The event's number on its channel (broadcast events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// The hub's numbering the seq belongs to (events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 impl Envelope<'_> {
@@ -69,20 +76,79 @@ pub fn server_frame(
         message,
         body: body.as_deref(),
         client_id,
+        seq: None,
+        epoch: None,
     }
     .to_frame()
 }
 
+/// The `id` of a frame the hub serialised: every [`Envelope`] starts with it.
+pub fn frame_id(frame: &str) -> Option<&str> {
+    frame.strip_prefix("{\"id\":\"")?.get(..64)
+}
+
+/// Where a socket's streams start, for the welcome.
+#[derive(Debug, Default)]
+pub struct StreamStart<'a> {
+    pub epoch: u64,
+    /// Per channel, the seq its stream continues after.
+    pub positions: Vec<(&'a str, u64)>,
+    /// `None` unless the client asked to resume.
+    pub recovered: Option<bool>,
+    pub reasons: Vec<String>,
+    pub unrecovered: Vec<&'a str>,
+}
+
 /// Always the first frame on a socket.
-pub fn welcome(client_id: &Uuid, subscriptions: &[&str], ignored: &[String]) -> Frame {
-    let mut body = serde_json::json!({
-        "client_id": client_id,
-        "subscriptions": subscriptions,
-    });
-    if !ignored.is_empty() {
-        body["ignored_event_types"] = serde_json::json!(ignored);
+pub fn welcome(
+    client_id: &Uuid,
+    subscriptions: &[&str],
+    ignored: &[String],
+    start: &StreamStart<'_>,
+) -> Frame {
+    let mut body = subscriptions_body(subscriptions, ignored);
+    body.insert("client_id".into(), serde_json::json!(client_id));
+    body.insert("epoch".into(), serde_json::json!(start.epoch));
+    body.insert("positions".into(), positions(&start.positions));
+    if let Some(recovered) = start.recovered {
+        body.insert("recovered".into(), serde_json::json!(recovered));
     }
-    server_frame("global", WELCOME_MESSAGE, None, Some(body), None)
+    if !start.reasons.is_empty() {
+        body.insert("reason".into(), serde_json::json!(start.reasons.join("; ")));
+    }
+    if !start.unrecovered.is_empty() {
+        body.insert("unrecovered".into(), serde_json::json!(start.unrecovered));
+    }
+    server_frame(
+        "global",
+        WELCOME_MESSAGE,
+        None,
+        Some(serde_json::Value::Object(body)),
+        None,
+    )
+}
+
+/// `{"subscriptions": [...], "ignored_event_types": [...]}`, the second only when not empty:
+/// the welcome, the in-band subscribe and unsubscribe answers all carry it.
+pub fn subscriptions_body(
+    subscriptions: &[&str],
+    ignored: &[String],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut body = serde_json::Map::new();
+    body.insert("subscriptions".into(), serde_json::json!(subscriptions));
+    if !ignored.is_empty() {
+        body.insert("ignored_event_types".into(), serde_json::json!(ignored));
+    }
+    body
+}
+
+/// `{"pdfm": 41, ...}`: where each channel's stream continues.
+pub fn positions(positions: &[(&str, u64)]) -> serde_json::Value {
+    positions
+        .iter()
+        .map(|(name, seq)| ((*name).to_owned(), serde_json::json!(seq)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// An error answer on `global`; `ref_id` when the offending message carried an id.
@@ -104,6 +170,8 @@ pub struct ClientMessage {
     pub message: String,
     /// The client's correlation id, echoed as `ref_id`.
     pub id: Option<String>,
+    /// `body.event_types` (in-band subscribe and unsubscribe), normalised; `None` when absent.
+    pub event_types: Option<Result<Vec<String>, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -155,6 +223,10 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ClientMessageEr
         channel,
         message,
         id: object.get("id").and_then(id_string),
+        event_types: object
+            .get("body")
+            .and_then(|b| b.get("event_types"))
+            .map(event_type_list),
     })
 }
 
@@ -204,6 +276,93 @@ pub fn parse_publish_body(bytes: &[u8]) -> Result<Vec<PublishEvent>, String> {
     Ok(events)
 }
 
+/// `event_types` as an array of names or a comma-separated string, normalised.
+fn event_type_list(value: &serde_json::Value) -> Result<Vec<String>, String> {
+    let joined = match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| "`event_types` must hold channel names (strings)".to_owned())?
+            .join(","),
+        _ => return Err("`event_types` must be an array of channel names".to_owned()),
+    };
+    Ok(split_event_types(&joined))
+}
+
+/// A request in the envelope of sysadm's `events` namespace:
+/// `{"namespace":"events","name":"subscribe","id":"…","args":["pdfm",…]}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SysadmRequest {
+    pub namespace: String,
+    pub name: String,
+    /// Echoed as is in the answer.
+    pub id: serde_json::Value,
+    /// The channel names in `args`, normalised; an error when `args` is not a list of names.
+    pub event_types: Result<Vec<String>, String>,
+}
+
+/// A client text frame in either of the two forms the hub understands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Hub(ClientMessage),
+    Sysadm(SysadmRequest),
+}
+
+/// Parses a client text frame: sysadm's envelope when it has a `namespace` key, otherwise the
+/// hub's own message.
+pub fn parse_request(text: &str) -> Result<Request, ClientMessageError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ClientMessageError::Malformed(e.to_string()))?;
+    let Some(object) = value.as_object() else {
+        return Err(ClientMessageError::NotAnObject);
+    };
+    if !object.contains_key("namespace") {
+        return parse_client_message(text).map(Request::Hub);
+    }
+    let text_of = |key: &str| {
+        object
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(|s| s.trim().to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    let args = object.get("args").cloned().unwrap_or_default();
+    let event_types = match &args {
+        serde_json::Value::Null => {
+            Err("`args` must list the event types, e.g. [\"pdfm\"]".to_owned())
+        }
+        other => event_type_list(other),
+    };
+    Ok(Request::Sysadm(SysadmRequest {
+        namespace: text_of("namespace"),
+        name: text_of("name"),
+        id: object.get("id").cloned().unwrap_or_else(|| "<none>".into()),
+        event_types,
+    }))
+}
+
+/// An answer in sysadm's envelope: `name` is `response` or `error`, `id` the request's.
+pub fn sysadm_frame(name: &str, id: &serde_json::Value, args: serde_json::Value) -> Frame {
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        namespace: &'a str,
+        name: &'a str,
+        id: &'a serde_json::Value,
+        args: serde_json::Value,
+    }
+    let answer = Answer {
+        namespace: "events",
+        name,
+        id,
+        args,
+    };
+    serde_json::to_string(&answer)
+        .unwrap_or_else(|_| String::from("{}"))
+        .into()
+}
+
 /// The names a client asked for in `event_types=a,b`: trimmed, lower-cased, de-duplicated, in
 /// order, empty entries dropped.
 pub fn split_event_types(list: &str) -> Vec<String> {
@@ -215,6 +374,32 @@ pub fn split_event_types(list: &str) -> Vec<String> {
         }
     }
     names
+}
+
+/// `since=pdfm:41,global:7`: per channel, the seq of the last event the client has. Names are
+/// normalised like `event_types`; a channel named twice is an error.
+pub fn parse_since(list: &str) -> Result<Vec<(String, u64)>, String> {
+    let mut cursors: Vec<(String, u64)> = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, seq) = item
+            .rsplit_once(':')
+            .ok_or_else(|| format!("since: {item:?} is not <event_type>:<seq>, e.g. pdfm:41"))?;
+        let name = name.trim().to_ascii_lowercase();
+        let seq = seq.trim().parse::<u64>().map_err(|_| {
+            format!(
+                "since: {:?} in {item:?} is not a seq (a whole number >= 0)",
+                seq.trim()
+            )
+        })?;
+        if name.is_empty() {
+            return Err(format!("since: {item:?} names no event type"));
+        }
+        if cursors.iter().any(|(n, _)| *n == name) {
+            return Err(format!("since: {name:?} is given twice"));
+        }
+        cursors.push((name, seq));
+    }
+    Ok(cursors)
 }
 
 #[cfg(test)]
@@ -276,7 +461,8 @@ mod tests {
             Ok(ClientMessage {
                 channel: "health".into(),
                 message: "ping".into(),
-                id: Some("p-1".into())
+                id: Some("p-1".into()),
+                event_types: None,
             })
         );
         let m = parse_client_message(
@@ -318,6 +504,89 @@ mod tests {
         // Grammatically valid, but no f64 holds it: refused, not forwarded to subscribers.
         let huge = br#"{"event_type":"pdfm","message":"X","body":{"n":1111111111.0e445}}"#;
         assert!(parse_publish_body(huge).is_err_and(|e| e.contains("number out of range")));
+    }
+
+    #[test]
+    fn since_lists_channel_cursors() {
+        assert_eq!(
+            parse_since(" PDFM:41, global:0 ,"),
+            Ok(vec![("pdfm".into(), 41), ("global".into(), 0)])
+        );
+        assert_eq!(parse_since(""), Ok(vec![]));
+        for bad in [
+            "pdfm",
+            "pdfm:",
+            "pdfm:-1",
+            "pdfm:x",
+            ":4",
+            "pdfm:1,pdfm:2",
+            "pdfm:99999999999999999999",
+        ] {
+            assert!(parse_since(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn requests_in_sysadm_envelope() {
+        let r = parse_request(
+            r#"{"namespace":"events","name":"Subscribe","id":"s-1","args":["pdfm","Health"]}"#,
+        );
+        assert_eq!(
+            r,
+            Ok(Request::Sysadm(SysadmRequest {
+                namespace: "events".into(),
+                name: "subscribe".into(),
+                id: "s-1".into(),
+                event_types: Ok(vec!["pdfm".into(), "health".into()]),
+            }))
+        );
+        let Ok(Request::Sysadm(r)) =
+            parse_request(r#"{"namespace":"events","name":"subscribe","args":[1]}"#)
+        else {
+            panic!("a sysadm request");
+        };
+        assert!(r.event_types.is_err());
+        assert_eq!(r.id, serde_json::json!("<none>"));
+        let frame = sysadm_frame(
+            "response",
+            &serde_json::json!(7),
+            serde_json::json!({"a": 1}),
+        );
+        assert_eq!(
+            frame.as_str(),
+            r#"{"namespace":"events","name":"response","id":7,"args":{"a":1}}"#
+        );
+    }
+
+    #[test]
+    fn in_band_event_types_from_the_body() {
+        let m = parse_client_message(
+            r#"{"event_type":"system","message":"subscribe","body":{"event_types":["PDFM","x"]}}"#,
+        );
+        assert_eq!(
+            m.map(|m| m.event_types),
+            Ok(Some(Ok(vec!["pdfm".into(), "x".into()])))
+        );
+        let m = parse_client_message(
+            r#"{"event_type":"system","message":"subscribe","body":{"event_types":"pdfm, health"}}"#,
+        );
+        assert_eq!(
+            m.map(|m| m.event_types),
+            Ok(Some(Ok(vec!["pdfm".into(), "health".into()])))
+        );
+        let m = parse_client_message(
+            r#"{"event_type":"system","message":"subscribe","body":{"event_types":{"a":1}}}"#,
+        );
+        assert!(m.is_ok_and(|m| m.event_types.is_some_and(|r| r.is_err())));
+    }
+
+    #[test]
+    fn frame_ids_are_read_back_from_frames() {
+        let frame = server_frame("global", "x", None, None, None);
+        let id = frame_id(&frame).expect("an id");
+        assert_eq!(id.len(), 64);
+        assert!(frame.as_str().contains(id));
+        assert_eq!(frame_id("{}"), None);
     }
 
     #[test]

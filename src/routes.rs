@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::auth::{self, Identity};
 use crate::config::{EVENTS_PUBLISH, READ_ONLY};
 use crate::error::{ApiError, Refusal};
-use crate::hub::ChannelId;
+use crate::hub::{ChannelId, Resume};
 use crate::protocol;
 use crate::server::AppState;
 use crate::ws::{self, Session};
@@ -35,7 +35,7 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/v1/ws/subscribe", get(subscribe))
         .route("/v1/ws/unsubscribe", post(unsubscribe))
-        .route("/v1/events", post(publish))
+        .route("/v1/events", post(publish).get(history))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz));
     Router::new()
@@ -65,16 +65,20 @@ async fn subscribe(
         return Err(ApiError::Unavailable("the hub is shutting down".into()));
     }
     check_origin(&app.settings.admission.allowed_origins, &headers)?;
-    let ip = app.client_ips.resolve(peer, &headers);
-    let ticket = app.admission.admit(ip, &identity)?;
 
-    let requested = auth::form_pairs(query.as_deref().unwrap_or(""))
+    let pairs: Vec<(String, String)> = auth::form_pairs(query.as_deref().unwrap_or("")).collect();
+    let requested = pairs
+        .iter()
         .filter(|(k, _)| k == "event_types")
-        .flat_map(|(_, v)| protocol::split_event_types(&v))
+        .flat_map(|(_, v)| protocol::split_event_types(v))
         .collect::<Vec<_>>();
     let channels = app.hub.channels();
     let resolved = channels.resolve(&requested);
     let subscriptions: Vec<ChannelId> = channels.subscription_list(&resolved.known);
+    let resume = resume_request(&app, &pairs, &subscriptions)?;
+
+    let ip = app.client_ips.resolve(peer, &headers);
+    let ticket = app.admission.admit(ip, &identity)?;
 
     let hub = app.hub.clone();
     let settings = app.session_settings.clone();
@@ -84,13 +88,14 @@ async fn subscribe(
         socket_config(upgrade, app.settings.limits.max_message_bytes)
             .on_failed_upgrade(|error| tracing::debug!(%error, "upgrade failed"))
             .on_upgrade(move |socket| {
-                let client = hub.register(&identity, subscriptions);
+                let (client, recovery) = hub.register(&identity, subscriptions, &resume);
                 ws::run(
                     socket,
                     Session {
                         client,
                         ticket,
                         ignored: resolved.unknown,
+                        recovery,
                         settings,
                         shutdown,
                         tracker,
@@ -98,6 +103,69 @@ async fn subscribe(
                 )
             }),
     )
+}
+
+/// Reads `since`, `last_event_id` and `epoch` from a subscribe query. A cursor must name a
+/// channel the socket subscribes to: a resume that could not be honoured is refused with `400`
+/// before the upgrade, never silently dropped.
+fn resume_request(
+    app: &AppState,
+    pairs: &[(String, String)],
+    subscriptions: &[ChannelId],
+) -> Result<Resume, ApiError> {
+    let channels = app.hub.channels();
+    let mut resume = Resume::default();
+    let subscribed = |name: &str, what: &str| {
+        channels
+            .id(name)
+            .filter(|c| subscriptions.contains(c))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "{what} names {name:?}, which this connection does not subscribe to; add it to event_types"
+                ))
+            })
+    };
+    for (key, value) in pairs {
+        match key.as_str() {
+            "since" => {
+                for (name, seq) in protocol::parse_since(value).map_err(ApiError::BadRequest)? {
+                    let channel = subscribed(&name, "since")?;
+                    if resume.since.iter().any(|(c, _)| *c == channel) {
+                        return Err(ApiError::BadRequest(format!(
+                            "since: {name:?} is given twice"
+                        )));
+                    }
+                    resume.since.push((channel, seq));
+                }
+            }
+            "epoch" => {
+                let epoch = value.trim().parse::<u64>().map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "epoch {value:?} is not a number; send the `epoch` of the events you have"
+                    ))
+                })?;
+                resume.epoch = Some(epoch);
+            }
+            _ => {}
+        }
+    }
+    if let Some((_, id)) = pairs.iter().find(|(k, _)| k == "last_event_id") {
+        let id = id.trim().to_ascii_lowercase();
+        match app.hub.locate(&id) {
+            Some((channel, seq)) => {
+                let name = channels.name(channel);
+                let channel = subscribed(name, "last_event_id")?;
+                if resume.since.iter().any(|(c, _)| *c == channel) {
+                    return Err(ApiError::BadRequest(format!(
+                        "last_event_id and since both name {name:?}; send one"
+                    )));
+                }
+                resume.since.push((channel, seq));
+            }
+            None => resume.unknown_event_id = Some(id),
+        }
+    }
+    Ok(resume)
 }
 
 /// The socket configuration every WebSocket of the hub gets.
@@ -276,6 +344,123 @@ async fn read_body(
             deadline.as_secs()
         ))),
     }
+}
+
+/// Most events one `GET /v1/events` returns.
+const MAX_HISTORY_PAGE: usize = 1000;
+
+/// `GET /v1/events?event_type=pdfm&since=<seq>&limit=N`: kept events after `since`, for
+/// clients that poll instead of holding a socket.
+async fn history(
+    State(app): State<AppState>,
+    identity: Identity,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    identity.require(READ_ONLY)?;
+    let channels = app.hub.channels();
+    let mut channel = None;
+    let mut since = 0u64;
+    let mut limit = 100usize;
+    let mut epoch = None;
+    for (key, value) in auth::form_pairs(query.as_deref().unwrap_or("")) {
+        let number = |what: &str| {
+            value.trim().parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!("{what} {value:?} is not a whole number >= 0"))
+            })
+        };
+        match key.as_str() {
+            "event_type" => {
+                let name = value.trim().to_ascii_lowercase();
+                channel = Some(channels.id(&name).ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "unknown event_type {value:?}; valid event types: {}",
+                        channels.describe()
+                    ))
+                })?);
+            }
+            "since" => since = number("since")?,
+            "epoch" => epoch = Some(number("epoch")?),
+            "limit" => {
+                limit = usize::try_from(number("limit")?).unwrap_or(usize::MAX);
+                if limit == 0 || limit > MAX_HISTORY_PAGE {
+                    return Err(ApiError::BadRequest(format!(
+                        "limit must be 1 to {MAX_HISTORY_PAGE}"
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    let channel = channel.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "missing event_type: GET /v1/events?event_type=pdfm&since=<seq>&limit=100; valid event types: {}",
+            channels.describe()
+        ))
+    })?;
+    let hub = &app.hub;
+    let other_epoch = epoch.is_some_and(|e| e != hub.epoch());
+    // A cursor from another epoch means nothing here: start from the oldest kept event.
+    let after = if other_epoch { 0 } else { since };
+    let page = hub.history(channel, after, limit);
+    let missed = page.oldest_seq.is_some_and(|oldest| oldest > after + 1)
+        || (page.oldest_seq.is_none() && page.last_seq > after);
+    let reason = if other_epoch {
+        Some(format!(
+            "epoch {} is not the hub's epoch {}: the hub restarted and its earlier history is gone",
+            epoch.unwrap_or_default(),
+            hub.epoch()
+        ))
+    } else if after > page.last_seq {
+        Some(format!(
+            "since {after} is ahead of the newest event ({}); it comes from before a restart",
+            page.last_seq
+        ))
+    } else if missed {
+        Some(match page.oldest_seq {
+            Some(oldest) => format!(
+                "history starts at seq {oldest}; events after {after} before it are no longer kept"
+            ),
+            None => {
+                format!("events after seq {after} are no longer kept (history is off or expired)")
+            }
+        })
+    } else {
+        None
+    };
+    let reply = HistoryReply {
+        event_type: channels.name(channel),
+        epoch: hub.epoch(),
+        oldest_seq: page.oldest_seq,
+        last_seq: page.last_seq,
+        recovered: reason.is_none(),
+        reason,
+        next_since: page.next_since,
+        more: page.next_since < page.last_seq,
+        // Kept frames are the hub's own JSON: embedded as they are, not re-encoded.
+        events: page
+            .frames
+            .iter()
+            .filter_map(|f| serde_json::from_str(f.as_str()).ok())
+            .collect(),
+    };
+    Ok(Json(reply).into_response())
+}
+
+/// The `GET /v1/events` answer.
+#[derive(serde::Serialize)]
+struct HistoryReply<'a> {
+    event_type: &'a str,
+    epoch: u64,
+    oldest_seq: Option<u64>,
+    last_seq: u64,
+    /// True when `events` continue right after `since`, with nothing missing in between.
+    recovered: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// Pass as `since` to read on.
+    next_since: u64,
+    more: bool,
+    events: Vec<&'a serde_json::value::RawValue>,
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -57,7 +57,11 @@ impl AppState {
         let auth = Authenticator::from_settings(&settings, jwt_secret)?;
         let client_ips = ClientIpResolver::new(settings.trusted_proxies()?);
         Ok(Self {
-            hub: Hub::new(&settings.hub.channels, settings.hub.send_queue),
+            hub: Hub::new(
+                &settings.hub.channels,
+                settings.hub.send_queue,
+                &settings.history,
+            ),
             auth: Arc::new(auth),
             client_ips: Arc::new(client_ips),
             admission: Admission::new(&settings.admission),

@@ -13,18 +13,16 @@ use std::future::poll_fn;
 use std::task::{Context, Poll, ready};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::sync::broadcast;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
 use tokio_stream::StreamMap;
-use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::admission::Ticket;
 use crate::config::Settings;
-use crate::hub::{ChannelId, Client, Delivery};
-use crate::protocol::{self, ClientMessageError, Frame};
+use crate::hub::{ChannelId, Client, Delivery, Feed, HubError, Recovery};
+use crate::protocol::{self, ClientMessage, ClientMessageError, Frame, Request, SysadmRequest};
 
 /// Close codes the hub uses.
 pub mod close {
@@ -72,6 +70,8 @@ pub struct Session {
     pub client: Client,
     pub ticket: Ticket,
     pub ignored: Vec<String>,
+    /// Where the streams start, for the welcome.
+    pub recovery: Recovery,
     pub settings: SessionSettings,
     pub shutdown: CancellationToken,
     pub tracker: TaskTrackerToken,
@@ -95,9 +95,9 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
         subscriptions = ?session.client.subscription_names(),
         "subscriber connected"
     );
-    let receivers = session.client.take_receivers();
+    let feeds = session.client.take_feeds();
     let mut outbox = Outbox::new(session.settings.send_queue);
-    let exit = serve(&mut socket, &session, &mut outbox, receivers).await;
+    let exit = serve(&mut socket, &session, &mut outbox, feeds).await;
     // Free the slot and the registry entry before the close handshake, so a client that
     // reconnects as soon as it sees our close frame is admitted.
     drop(session);
@@ -139,8 +139,9 @@ async fn finish(mut socket: WebSocket, mut outbox: Outbox, exit: Exit) {
 pub async fn echo(mut socket: WebSocket) {
     let mut outbox = Outbox::new(usize::MAX);
     let exit = loop {
-        let message = match poll_fn(|cx| poll_socket(cx, &mut socket, &mut outbox)).await {
+        let message = match poll_fn(|cx| poll_socket(cx, &mut socket, &mut outbox, false)).await {
             SocketEvent::WriteFailed | SocketEvent::Incoming(None) => break Exit::Gone,
+            SocketEvent::Drained => continue,
             SocketEvent::Incoming(Some(Err(error))) => break read_error(error),
             SocketEvent::Incoming(Some(Ok(message))) => message,
         };
@@ -160,17 +161,19 @@ async fn serve(
     socket: &mut WebSocket,
     session: &Session,
     outbox: &mut Outbox,
-    receivers: Vec<(ChannelId, broadcast::Receiver<Delivery>)>,
+    feeds: Vec<(ChannelId, Feed)>,
 ) -> Exit {
     let client = &session.client;
     let settings = &session.settings;
-    // The receivers were opened at registration, before the welcome: nothing published after
-    // the welcome can be missed.
-    let mut streams: StreamMap<ChannelId, BroadcastStream<Delivery>> = receivers
-        .into_iter()
-        .map(|(channel, receiver)| (channel, BroadcastStream::new(receiver)))
-        .collect();
-    let welcome = protocol::welcome(&client.id(), &client.subscription_names(), &session.ignored);
+    // The feeds were opened at registration, before the welcome: nothing published after the
+    // welcome's positions can be missed.
+    let (replaying, live): (Vec<_>, Vec<_>) =
+        feeds.into_iter().partition(|(_, f)| f.is_replaying());
+    let mut streams = Streams {
+        live: live.into_iter().collect(),
+        replaying,
+    };
+    let welcome = welcome(session);
     if outbox.push(Message::Text(welcome), settings).is_err() {
         return SLOW;
     }
@@ -195,7 +198,7 @@ async fn serve(
             _ = &mut shutdown => {
                 // Publishing is closed: queue everything published before the cut, then the
                 // SERVER_SHUTDOWN notice as the last frame.
-                if let Err(exit) = take_ready(&mut streams, client, outbox, usize::MAX, settings) {
+                if let Err(exit) = take_ready(&mut streams.live, client, outbox, usize::MAX, settings) {
                     return exit;
                 }
                 if let Some(notice) = client.hub().shutdown_notice() {
@@ -205,17 +208,13 @@ async fn serve(
             }
             _ = &mut changed => {
                 changed.set(client.state().changed());
-                let mask = client.state().mask();
-                let dropped: Vec<ChannelId> =
-                    streams.keys().copied().filter(|c| !mask.contains(*c)).collect();
-                for channel in dropped {
-                    streams.remove(&channel);
-                }
+                drop_unsubscribed(&mut streams, client);
             }
             // Writes what the outbox holds, and reads the client's next frame.
-            event = poll_fn(|cx| poll_socket(cx, socket, outbox)) => {
+            event = poll_fn(|cx| poll_socket(cx, socket, outbox, !streams.replaying.is_empty())) => {
                 let incoming = match event {
                     SocketEvent::WriteFailed => return Exit::Gone,
+                    SocketEvent::Drained => continue,
                     SocketEvent::Incoming(None) => return Exit::Gone,
                     SocketEvent::Incoming(Some(Err(error))) => return read_error(error),
                     SocketEvent::Incoming(Some(Ok(message))) => message,
@@ -226,7 +225,7 @@ async fn serve(
                         if !bucket.take() {
                             return FLOOD;
                         }
-                        answer(client, text.as_str())
+                        answer(client, &mut streams, text.as_str())
                     }
                     Message::Binary(_) => {
                         if !bucket.take() {
@@ -246,12 +245,18 @@ async fn serve(
                     return exit;
                 }
             }
-            first = streams.next(), if !streams.is_empty() => {
+            // A resumed channel's missed events, as fast as the socket takes them.
+            _ = std::future::ready(()), if !streams.replaying.is_empty() && outbox.queue.is_empty() => {
+                if let Err(exit) = pump_replays(&mut streams, client, outbox, settings) {
+                    return exit;
+                }
+            }
+            first = streams.live.next(), if !streams.live.is_empty() => {
                 let Some((channel, first)) = first else { continue };
                 if let Err(exit) = take(channel, first, client, outbox, settings) {
                     return exit;
                 }
-                if let Err(exit) = take_ready(&mut streams, client, outbox, WRITE_BATCH, settings) {
+                if let Err(exit) = take_ready(&mut streams.live, client, outbox, WRITE_BATCH, settings) {
                     return exit;
                 }
             }
@@ -268,6 +273,8 @@ async fn serve(
 enum SocketEvent {
     Incoming(Option<Result<Message, axum::Error>>),
     WriteFailed,
+    /// The outbox was written out, and the caller asked to hear of it.
+    Drained,
 }
 
 /// One poll of the socket in both directions: push the outbox out, then look for a frame.
@@ -275,14 +282,97 @@ fn poll_socket(
     cx: &mut Context<'_>,
     socket: &mut WebSocket,
     outbox: &mut Outbox,
+    wake_when_drained: bool,
 ) -> Poll<SocketEvent> {
-    if let Poll::Ready(Err(_)) = outbox.poll_write(cx, socket) {
-        return Poll::Ready(SocketEvent::WriteFailed);
+    let had_frames = !outbox.queue.is_empty();
+    match outbox.poll_write(cx, socket) {
+        Poll::Ready(Err(_)) => return Poll::Ready(SocketEvent::WriteFailed),
+        Poll::Ready(Ok(())) if had_frames && wake_when_drained => {
+            return Poll::Ready(SocketEvent::Drained);
+        }
+        _ => {}
     }
     socket.poll_next_unpin(cx).map(SocketEvent::Incoming)
 }
 
 type Received = Result<Delivery, BroadcastStreamRecvError>;
+/// A socket's channel feeds: live ones, and resumed ones still replaying history (in the order
+/// they were asked for). A feed moves to `live` when its replay is over; its live receiver
+/// was opened at registration, so it holds everything published meanwhile.
+struct Streams {
+    live: StreamMap<ChannelId, Feed>,
+    replaying: Vec<(ChannelId, Feed)>,
+}
+
+/// Queues up to [`WRITE_BATCH`] replayed events.
+fn pump_replays(
+    streams: &mut Streams,
+    client: &Client,
+    outbox: &mut Outbox,
+    settings: &SessionSettings,
+) -> Result<(), Exit> {
+    let mut budget = WRITE_BATCH.min(outbox.limit);
+    while budget > 0 {
+        let Some((channel, feed)) = streams.replaying.first_mut() else {
+            break;
+        };
+        match feed.next_replayed() {
+            Some(Ok(frame)) => {
+                outbox.push(Message::Text(frame), settings)?;
+                budget -= 1;
+            }
+            Some(Err(missed)) => {
+                tracing::info!(client_id = %client.id(), channel = *channel, missed,
+                    "history dropped events before they were replayed: slow consumer");
+                return Err(SLOW);
+            }
+            None => {
+                let (channel, feed) = streams.replaying.remove(0);
+                streams.live.insert(channel, feed);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops the feeds of channels the client no longer subscribes to.
+fn drop_unsubscribed(streams: &mut Streams, client: &Client) {
+    let mask = client.state().mask();
+    let dropped: Vec<ChannelId> = streams
+        .live
+        .keys()
+        .copied()
+        .filter(|c| !mask.contains(*c))
+        .collect();
+    for channel in dropped {
+        streams.live.remove(&channel);
+    }
+    streams.replaying.retain(|(c, _)| mask.contains(*c));
+}
+
+fn welcome(session: &Session) -> Frame {
+    let client = &session.client;
+    let channels = client.hub().channels();
+    let names = |ids: &[ChannelId]| ids.iter().map(|&c| channels.name(c)).collect::<Vec<_>>();
+    let recovery = &session.recovery;
+    let start = protocol::StreamStart {
+        epoch: client.hub().epoch(),
+        positions: recovery
+            .positions
+            .iter()
+            .map(|&(c, seq)| (channels.name(c), seq))
+            .collect(),
+        recovered: recovery.recovered,
+        reasons: recovery.reasons.clone(),
+        unrecovered: names(&recovery.unrecovered),
+    };
+    protocol::welcome(
+        &client.id(),
+        &client.subscription_names(),
+        &session.ignored,
+        &start,
+    )
+}
 
 /// Queues one channel item for this client, if it is for this client.
 fn take(
@@ -306,7 +396,7 @@ fn take(
 
 /// Queues up to `budget` channel items that are ready right now.
 fn take_ready(
-    streams: &mut StreamMap<ChannelId, BroadcastStream<Delivery>>,
+    streams: &mut StreamMap<ChannelId, Feed>,
     client: &Client,
     outbox: &mut Outbox,
     budget: usize,
@@ -394,15 +484,23 @@ impl Outbox {
 }
 
 /// The answer to one client text frame: a reply, or an error frame. Never closes the socket.
-fn answer(client: &Client, text: &str) -> Frame {
-    let id = client.id();
-    let message = match protocol::parse_client_message(text) {
-        Ok(message) => message,
+fn answer(client: &Client, streams: &mut Streams, text: &str) -> Frame {
+    match protocol::parse_request(text) {
+        Ok(Request::Hub(message)) => answer_hub(client, streams, message),
+        Ok(Request::Sysadm(request)) => answer_sysadm(client, streams, request),
         Err(error) => {
             let ref_id = ClientMessageError::ref_id(text);
-            return protocol::error_frame(&id, ref_id.as_deref(), &error.to_string());
+            protocol::error_frame(&client.id(), ref_id.as_deref(), &error.to_string())
         }
-    };
+    }
+}
+
+const SUPPORTED: &str =
+    "supported: health/ping, system/client-id, system/subscribe, system/unsubscribe";
+
+/// A message in the hub's own envelope (`event_type` + `message`).
+fn answer_hub(client: &Client, streams: &mut Streams, message: ClientMessage) -> Frame {
+    let id = client.id();
     let ref_id = message.id.clone();
     let error = |text: String| protocol::error_frame(&id, ref_id.as_deref(), &text);
     let channels = client.hub().channels();
@@ -420,21 +518,127 @@ fn answer(client: &Client, text: &str) -> Frame {
         ));
     }
     let reply_id = ref_id.clone().unwrap_or_else(protocol::new_id);
+    let reply = |verb: &str, body: serde_json::Value| {
+        protocol::server_frame(
+            channels.name(channel),
+            verb,
+            Some(&reply_id),
+            Some(body),
+            Some(&id),
+        )
+    };
     match (message.channel.as_str(), message.message.as_str()) {
         ("health", "ping") => {
             protocol::server_frame("health", "pong", Some(&reply_id), None, Some(&id))
         }
-        ("system", "client-id") => protocol::server_frame(
-            "system",
-            "client-id",
-            Some(&reply_id),
-            Some(serde_json::json!({ "client-id": id })),
-            Some(&id),
-        ),
+        ("system", "client-id") => reply("client-id", serde_json::json!({ "client-id": id })),
+        ("system", verb @ ("subscribe" | "unsubscribe")) => {
+            let requested = match message.event_types {
+                Some(Ok(names)) if !names.is_empty() => names,
+                Some(Err(e)) => return error(e),
+                _ => {
+                    return error(format!(
+                        "{verb} needs body.event_types, e.g. {{\"event_types\":[\"pdfm\"]}}; valid event types: {}",
+                        channels.describe()
+                    ));
+                }
+            };
+            match change_subscriptions(client, streams, verb, &requested) {
+                Ok(body) => reply(verb, body.into()),
+                Err(e) => error(e),
+            }
+        }
         (channel, other) => error(format!(
-            "unsupported message {other:?} on {channel:?}; supported: health/ping, system/client-id"
+            "unsupported message {other:?} on {channel:?}; {SUPPORTED}"
         )),
     }
+}
+
+/// A request in sysadm's `events` envelope, answered in that envelope with the same `id`.
+fn answer_sysadm(client: &Client, streams: &mut Streams, request: SysadmRequest) -> Frame {
+    let error = |text: String| {
+        protocol::sysadm_frame("error", &request.id, serde_json::json!({ "error": text }))
+    };
+    if request.namespace != "events" {
+        return error(format!(
+            "unsupported namespace {:?}; this hub serves the \"events\" namespace",
+            request.namespace
+        ));
+    }
+    let verb = request.name.as_str();
+    if !matches!(verb, "subscribe" | "unsubscribe") {
+        return error(format!(
+            "unsupported name {verb:?}; supported: subscribe, unsubscribe"
+        ));
+    }
+    let requested = match request.event_types {
+        Ok(names) if !names.is_empty() => names,
+        Ok(_) => {
+            return error(format!(
+                "`args` is empty; valid event types: {}",
+                client.hub().channels().describe()
+            ));
+        }
+        Err(e) => return error(e),
+    };
+    match change_subscriptions(client, streams, verb, &requested) {
+        Ok(body) => protocol::sysadm_frame("response", &request.id, body.into()),
+        Err(e) => error(e),
+    }
+}
+
+/// Adds or removes channels on this socket. Feeds are opened (or dropped) before the answer
+/// is queued, so the change is in force for the very next event.
+fn change_subscriptions(
+    client: &Client,
+    streams: &mut Streams,
+    verb: &str,
+    requested: &[String],
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let hub = client.hub();
+    let channels = hub.channels();
+    if verb == "subscribe" {
+        let added = hub.add_channels(client.state(), requested);
+        for (channel, feed) in added.feeds {
+            streams.live.insert(channel, feed);
+        }
+        let mut body = protocol::subscriptions_body(&client.subscription_names(), &added.ignored);
+        let positions: Vec<(&str, u64)> = added
+            .positions
+            .iter()
+            .map(|&(c, seq)| (channels.name(c), seq))
+            .collect();
+        body.insert("positions".into(), protocol::positions(&positions));
+        return Ok(body);
+    }
+    let outcome = hub
+        .remove_channels(client.state(), requested)
+        .map_err(|e| match e {
+            HubError::Invalid(text) => text,
+            other => other.to_string(),
+        })?;
+    drop_unsubscribed(streams, client);
+    let mut body = protocol::subscriptions_body(
+        &client.subscription_names(),
+        &outcome.not_removed.invalid_event_types,
+    );
+    body.insert(
+        "unsubscribed".into(),
+        serde_json::json!(outcome.unsubscribed),
+    );
+    if !outcome.not_removed.not_subscribed.is_empty() {
+        body.insert(
+            "not_subscribed".into(),
+            serde_json::json!(outcome.not_removed.not_subscribed),
+        );
+    }
+    if !outcome.not_removed.rejected.is_empty() {
+        body.insert(
+            "rejected".into(),
+            serde_json::json!(outcome.not_removed.rejected),
+        );
+    }
+    Ok(body)
 }
 
 /// Maps a read error to how the socket ends.

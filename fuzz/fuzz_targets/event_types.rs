@@ -4,7 +4,7 @@
 
 use events_hub::auth::form_pairs;
 use events_hub::hub::Channels;
-use events_hub::protocol::split_event_types;
+use events_hub::protocol::{parse_since, split_event_types};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -25,4 +25,14 @@ fuzz_target!(|data: &[u8]| {
     let list = channels.subscription_list(&resolved.known);
     assert_eq!(list.last(), Some(&channels.global()));
     assert_eq!(list.iter().filter(|&&c| c == channels.global()).count(), 1);
+    // `since` cursors: well-formed, normalised and unique, or an error.
+    for (_, value) in form_pairs(query).filter(|(k, _)| k == "since") {
+        if let Ok(cursors) = parse_since(&value) {
+            for (i, (name, _)) in cursors.iter().enumerate() {
+                assert!(!name.is_empty());
+                assert_eq!(name, &name.trim().to_ascii_lowercase());
+                assert!(cursors[..i].iter().all(|(n, _)| n != name));
+            }
+        }
+    }
 });

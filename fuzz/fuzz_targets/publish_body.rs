@@ -23,6 +23,8 @@ fuzz_target!(|data: &[u8]| {
             message: &event.message,
             body: event.body.as_deref(),
             client_id: event.client_id.as_ref(),
+            seq: Some(u64::MAX),
+            epoch: Some(1),
         }
         .to_frame();
         assert!(serde_json::from_str::<serde_json::Value>(frame.as_str()).is_ok());

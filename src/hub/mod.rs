@@ -10,11 +10,19 @@
 //!
 //! Shutdown: [`Hub::close_publishing`] cuts publishing off, then each socket drains what was
 //! published before the cut and sends the `SERVER_SHUTDOWN` notice as its last frame.
+//!
+//! History: every broadcast event gets the next `seq` of its channel and is kept in the
+//! channel's [`history::Log`], so a client that reconnects with its last seq replays what it
+//! missed and then continues live ([`Feed`]). `epoch` names this hub's numbering: it changes at
+//! every start, when the history is lost.
 
 mod channels;
+mod feed;
+mod history;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use serde::Serialize;
@@ -23,9 +31,13 @@ use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
 pub use channels::{ChannelId, ChannelMask, Channels, Resolved};
+pub use feed::Feed;
+pub use history::Gap;
 
 use crate::auth::{Identity, Method};
+use crate::config::HistorySettings;
 use crate::protocol::{self, Envelope, Frame, PublishEvent};
+use history::Log;
 
 /// What travels on a channel: the serialised frame, and for a targeted event its one recipient.
 #[derive(Debug, Clone)]
@@ -121,9 +133,66 @@ impl ClientState {
     }
 }
 
+/// Where a reconnecting client asks its streams to pick up.
+#[derive(Debug, Default, Clone)]
+pub struct Resume {
+    /// The epoch the client's seqs come from, when it said.
+    pub epoch: Option<u64>,
+    /// Per channel, the seq of the last event the client has.
+    pub since: Vec<(ChannelId, u64)>,
+    /// A `last_event_id` that matched no kept event.
+    pub unknown_event_id: Option<String>,
+}
+
+impl Resume {
+    pub fn is_requested(&self) -> bool {
+        !self.since.is_empty() || self.unknown_event_id.is_some()
+    }
+}
+
+/// What the welcome says about where each stream starts.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Per subscribed channel, the seq the stream continues after.
+    pub positions: Vec<(ChannelId, u64)>,
+    /// `None` when the client did not ask to resume.
+    pub recovered: Option<bool>,
+    /// Why not everything could be recovered.
+    pub reasons: Vec<String>,
+    /// Channels that start live because their gap could not be replayed.
+    pub unrecovered: Vec<ChannelId>,
+}
+
+/// The channels added by an in-band subscribe.
+#[derive(Default)]
+pub struct Added {
+    pub feeds: Vec<(ChannelId, Feed)>,
+    pub positions: Vec<(ChannelId, u64)>,
+    pub ignored: Vec<String>,
+}
+
+/// A page of history for `GET /v1/events`.
+#[derive(Debug)]
+pub struct HistoryPage {
+    /// Consecutive events from seq `next_since - frames.len() + 1`.
+    pub frames: Vec<Frame>,
+    /// The seq of the last event returned, or the channel's newest when none is.
+    pub next_since: u64,
+    pub oldest_seq: Option<u64>,
+    pub last_seq: u64,
+}
+
+/// One channel: its broadcast sender and its history. The log's lock is held while an event
+/// is numbered and sent, so numbering, sending and recording happen in one order.
+struct Lane {
+    sender: broadcast::Sender<Delivery>,
+    log: Mutex<Log>,
+}
+
 pub struct Hub {
     channels: Channels,
-    senders: Vec<broadcast::Sender<Delivery>>,
+    lanes: Vec<Lane>,
+    epoch: u64,
     clients: DashMap<Uuid, Arc<ClientState>>,
     /// `Some` once shutdown began: the notice every socket sends last, before closing with 1001.
     /// Publishers hold the read side while they deliver, so closing waits for them and nothing
@@ -132,14 +201,29 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(channel_names: &[String], send_queue: usize) -> Arc<Self> {
+    pub fn new(
+        channel_names: &[String],
+        send_queue: usize,
+        history: &HistorySettings,
+    ) -> Arc<Self> {
         let channels = Channels::new(channel_names);
-        let senders = (0..channels.len())
-            .map(|_| broadcast::channel(send_queue).0)
+        let lanes = channels
+            .names()
+            .iter()
+            .map(|name| Lane {
+                sender: broadcast::channel(send_queue).0,
+                log: Mutex::new(Log::new(history.limits(name))),
+            })
             .collect();
+        // Microseconds since 1970: differs at every start and grows, and stays below 2^53, so
+        // JavaScript clients read it exactly.
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
         Arc::new(Self {
             channels,
-            senders,
+            lanes,
+            epoch,
             clients: DashMap::new(),
             shutdown_notice: RwLock::new(None),
         })
@@ -149,19 +233,93 @@ impl Hub {
         &self.channels
     }
 
+    /// This hub's numbering of events; a restart starts a new one.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn log(&self, channel: ChannelId) -> MutexGuard<'_, Log> {
+        self.lanes[channel]
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Live clients in the registry.
     pub fn client_count(&self) -> usize {
         self.clients.len()
     }
 
     /// Registers a client subscribed to `subscriptions` (already including `global`) and opens
-    /// its receivers. The registration ends when the returned handle is dropped.
-    pub fn register(self: &Arc<Self>, owner: &Identity, subscriptions: Vec<ChannelId>) -> Client {
+    /// its feeds: live from now, or, for the channels in `resume` whose gap the history still
+    /// covers, replaying the gap first. The registration ends when the returned handle is
+    /// dropped.
+    pub fn register(
+        self: &Arc<Self>,
+        owner: &Identity,
+        subscriptions: Vec<ChannelId>,
+        resume: &Resume,
+    ) -> (Client, Recovery) {
         let id = Uuid::new_v4();
-        let receivers = subscriptions
-            .iter()
-            .map(|&c| (c, self.senders[c].subscribe()))
-            .collect();
+        let mut recovery = Recovery {
+            recovered: resume.is_requested().then_some(true),
+            ..Recovery::default()
+        };
+        if let Some(unknown) = &resume.unknown_event_id {
+            recovery.reasons.push(format!(
+                "last_event_id {unknown} is not in the history (too old, or from before a restart)"
+            ));
+        }
+        let epoch_matches = resume.epoch.is_none_or(|e| e == self.epoch);
+        if !epoch_matches && !resume.since.is_empty() {
+            recovery.reasons.push(format!(
+                "epoch {} is not the hub's epoch {}: the hub restarted and its earlier history is gone",
+                resume.epoch.unwrap_or_default(),
+                self.epoch
+            ));
+        }
+        let now = Instant::now();
+        let mut feeds = Vec::with_capacity(subscriptions.len());
+        for &channel in &subscriptions {
+            let since = resume
+                .since
+                .iter()
+                .find(|(c, _)| *c == channel)
+                .map(|&(_, seq)| seq);
+            let mut log = self.log(channel);
+            let receiver = self.lanes[channel].sender.subscribe();
+            let last = log.last_seq();
+            let feed = match since {
+                Some(after) if epoch_matches => match log.covers(after, now) {
+                    Ok(()) => {
+                        recovery.positions.push((channel, after));
+                        Feed::resumed(Arc::clone(self), channel, after, last, receiver)
+                    }
+                    Err(gap) => {
+                        recovery
+                            .reasons
+                            .push(gap.describe(self.channels.name(channel), after));
+                        recovery.unrecovered.push(channel);
+                        recovery.positions.push((channel, last));
+                        Feed::live(receiver)
+                    }
+                },
+                Some(_) => {
+                    recovery.unrecovered.push(channel);
+                    recovery.positions.push((channel, last));
+                    Feed::live(receiver)
+                }
+                None => {
+                    recovery.positions.push((channel, last));
+                    Feed::live(receiver)
+                }
+            };
+            drop(log);
+            feeds.push((channel, feed));
+        }
+        if !recovery.reasons.is_empty() {
+            recovery.recovered = Some(false);
+        }
         let state = Arc::new(ClientState {
             id,
             owner: (owner.method, owner.subject.clone()),
@@ -170,10 +328,45 @@ impl Hub {
             changed: Notify::new(),
         });
         self.clients.insert(id, Arc::clone(&state));
-        Client {
+        let client = Client {
             hub: Arc::clone(self),
             state,
-            receivers,
+            feeds,
+        };
+        (client, recovery)
+    }
+
+    /// Seqs `from..=until` of `channel`, at most `limit`; `None` when the log no longer holds
+    /// `from`.
+    pub(crate) fn replay_chunk(
+        &self,
+        channel: ChannelId,
+        from: u64,
+        until: u64,
+        limit: usize,
+    ) -> Option<Vec<Frame>> {
+        self.log(channel)
+            .read_exact(from, until, limit, Instant::now())
+    }
+
+    /// The channel and seq of a kept event, by its id.
+    pub fn locate(&self, id: &str) -> Option<(ChannelId, u64)> {
+        (0..self.lanes.len()).find_map(|c| self.log(c).find(id).map(|seq| (c, seq)))
+    }
+
+    /// Up to `limit` kept events of `channel` after seq `after`, oldest first.
+    pub fn history(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryPage {
+        let mut log = self.log(channel);
+        let frames = log.read(after.saturating_add(1), u64::MAX, limit, Instant::now());
+        let next_since = match (frames.len(), log.oldest_seq()) {
+            (0, _) | (_, None) => log.last_seq(),
+            (n, Some(oldest)) => after.saturating_add(1).max(oldest) + n as u64 - 1,
+        };
+        HistoryPage {
+            frames,
+            next_since,
+            oldest_seq: log.oldest_seq(),
+            last_seq: log.last_seq(),
         }
     }
 
@@ -235,7 +428,7 @@ impl Hub {
         };
         for event in events {
             let id = protocol::new_id();
-            let frame = Envelope {
+            let envelope = Envelope {
                 id: &id,
                 ref_id: None,
                 event_type: self.channels.name(event.channel),
@@ -243,9 +436,24 @@ impl Hub {
                 message: &event.message,
                 body: event.body.as_deref(),
                 client_id: event.target.as_ref(),
-            }
-            .to_frame();
-            receipt.recipients += self.deliver(event.channel, frame, event.target);
+                seq: None,
+                epoch: Some(self.epoch),
+            };
+            receipt.recipients += match event.target {
+                // Private to one connection: neither numbered nor kept.
+                Some(target) => self.deliver(event.channel, envelope.to_frame(), Some(target)),
+                None => {
+                    let mut log = self.log(event.channel);
+                    let frame = Envelope {
+                        seq: Some(log.next_seq()),
+                        ..envelope
+                    }
+                    .to_frame();
+                    let sent = self.deliver(event.channel, frame.clone(), None);
+                    log.record(frame, Instant::now());
+                    sent
+                }
+            };
             receipt.ids.push(id);
         }
         drop(closing);
@@ -264,7 +472,8 @@ impl Hub {
                 return 0;
             }
         }
-        let sent = self.senders[channel]
+        let sent = self.lanes[channel]
+            .sender
             .send(Delivery { frame, target })
             .unwrap_or(0);
         if target.is_some() { sent.min(1) } else { sent }
@@ -318,7 +527,17 @@ impl Hub {
         if client.owner != (caller.method, caller.subject.clone()) {
             return Err(HubError::NotOwner(client_id));
         }
+        let outcome = self.remove_channels(&client, requested)?;
+        client.changed.notify_one();
+        Ok(outcome)
+    }
 
+    /// Removes channels from a client; shared by the REST route and the in-band request.
+    pub fn remove_channels(
+        &self,
+        client: &ClientState,
+        requested: &[String],
+    ) -> Result<Unsubscribed, HubError> {
         let mut order = client.order.lock().unwrap_or_else(|p| p.into_inner());
         let mut outcome = Unsubscribed::default();
         let mut removed = Vec::new();
@@ -349,9 +568,42 @@ impl Hub {
             .iter()
             .map(|&id| self.channels.name(id).to_owned())
             .collect();
-        drop(order);
-        client.changed.notify_one();
         Ok(outcome)
+    }
+
+    /// Adds channels to a client (the in-band subscribe), live from now: an event published
+    /// after this returns reaches the client. Unknown names are reported, not fatal; names
+    /// already subscribed change nothing.
+    pub fn add_channels(&self, client: &ClientState, requested: &[String]) -> Added {
+        let mut order = client.order.lock().unwrap_or_else(|p| p.into_inner());
+        let mut added = Added::default();
+        for name in requested {
+            let Some(channel) = self.channels.id(name) else {
+                added.ignored.push(name.clone());
+                continue;
+            };
+            if order.contains(&channel) {
+                continue;
+            }
+            let log = self.log(channel);
+            let receiver = self.lanes[channel].sender.subscribe();
+            added.positions.push((channel, log.last_seq()));
+            drop(log);
+            added.feeds.push((channel, Feed::live(receiver)));
+            // Before `global`, which stays last.
+            let at = order.len().saturating_sub(1);
+            order.insert(at, channel);
+            client
+                .mask
+                .fetch_or(ChannelMask::of(&[channel]).0, Ordering::AcqRel);
+        }
+        added
+    }
+
+    /// The client's subscriptions, in its order.
+    pub fn subscription_names(&self, client: &ClientState) -> Vec<&str> {
+        let order = client.order.lock().unwrap_or_else(|p| p.into_inner());
+        order.iter().map(|&id| self.channels.name(id)).collect()
     }
 
     fn nothing_removed(&self, outcome: &Unsubscribed) -> String {
@@ -387,7 +639,7 @@ impl Hub {
 pub struct Client {
     hub: Arc<Hub>,
     state: Arc<ClientState>,
-    receivers: Vec<(ChannelId, broadcast::Receiver<Delivery>)>,
+    feeds: Vec<(ChannelId, Feed)>,
 }
 
 impl Client {
@@ -405,13 +657,12 @@ impl Client {
 
     /// The subscription names, in the client's order.
     pub fn subscription_names(&self) -> Vec<&str> {
-        let order = self.state.order.lock().unwrap_or_else(|p| p.into_inner());
-        order.iter().map(|&id| self.hub.channels.name(id)).collect()
+        self.hub.subscription_names(&self.state)
     }
 
-    /// Hands the receivers to the socket task (once).
-    pub fn take_receivers(&mut self) -> Vec<(ChannelId, broadcast::Receiver<Delivery>)> {
-        std::mem::take(&mut self.receivers)
+    /// Hands the feeds to the socket task (once).
+    pub fn take_feeds(&mut self) -> Vec<(ChannelId, Feed)> {
+        std::mem::take(&mut self.feeds)
     }
 
     /// Whether a frame on `channel` is for this client: subscribed now, and either broadcast

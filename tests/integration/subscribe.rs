@@ -280,7 +280,7 @@ async fn unknown_routes_and_methods_get_the_error_body() {
     assert_error_body(&body, 404);
     let (status, body) = json_response(
         hub.http()
-            .get(hub.url("/v1/events"))
+            .delete(hub.url("/v1/events"))
             .send()
             .await
             .expect("req"),

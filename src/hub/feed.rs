@@ -1,0 +1,116 @@
+//! What a socket reads from one channel: first the history it missed (when it resumed), then
+//! the live broadcast.
+//!
+//! The live receiver is opened at the same moment, under the channel's log lock, as the
+//! replay's end is fixed, so the replay ends exactly where the live stream begins: no gap and
+//! no duplicate at the seam, whatever is being published meanwhile. The replay is read from the
+//! log in small chunks, so a long one never holds the lock for long, and the socket task pulls
+//! it only as fast as the socket takes it.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use super::{ChannelId, Delivery, Hub};
+use crate::protocol::Frame;
+
+/// Events read from the log per lock.
+const REPLAY_CHUNK: usize = 256;
+
+/// One channel's stream for one socket. A `Lagged` error means events were lost to this
+/// socket (its receiver overflowed, or the history dropped what it still had to replay):
+/// the socket is a slow consumer.
+pub struct Feed {
+    replay: Option<Replay>,
+    live: BroadcastStream<Delivery>,
+}
+
+struct Replay {
+    hub: Arc<Hub>,
+    channel: ChannelId,
+    /// The next seq to read from the log, and the last one to replay.
+    next: u64,
+    until: u64,
+    buffer: VecDeque<Frame>,
+}
+
+impl Feed {
+    pub(super) fn live(receiver: broadcast::Receiver<Delivery>) -> Self {
+        Self {
+            replay: None,
+            live: BroadcastStream::new(receiver),
+        }
+    }
+
+    /// Replays seqs `after + 1 ..= until` from the log, then reads `receiver`, which was opened
+    /// right after `until` was published.
+    pub(super) fn resumed(
+        hub: Arc<Hub>,
+        channel: ChannelId,
+        after: u64,
+        until: u64,
+        receiver: broadcast::Receiver<Delivery>,
+    ) -> Self {
+        let replay = (after < until).then(|| Replay {
+            hub,
+            channel,
+            next: after + 1,
+            until,
+            buffer: VecDeque::new(),
+        });
+        Self {
+            replay,
+            live: BroadcastStream::new(receiver),
+        }
+    }
+}
+
+impl Feed {
+    /// Whether events from the history are still to come before the live ones.
+    pub fn is_replaying(&self) -> bool {
+        self.replay.is_some()
+    }
+
+    /// The next event of the replay; `None` once it is over and the feed is live. `Err` with
+    /// the number of events lost when the history dropped what was still to be replayed.
+    pub fn next_replayed(&mut self) -> Option<Result<Frame, u64>> {
+        let replay = self.replay.as_mut()?;
+        if replay.buffer.is_empty() && replay.next <= replay.until {
+            let chunk =
+                replay
+                    .hub
+                    .replay_chunk(replay.channel, replay.next, replay.until, REPLAY_CHUNK);
+            match chunk {
+                Some(frames) if !frames.is_empty() => {
+                    replay.next += frames.len() as u64;
+                    replay.buffer.extend(frames);
+                }
+                _ => {
+                    let missed = replay.until - replay.next + 1;
+                    self.replay = None;
+                    return Some(Err(missed));
+                }
+            }
+        }
+        let frame = replay.buffer.pop_front();
+        if frame.is_none() {
+            self.replay = None;
+        }
+        frame.map(Ok)
+    }
+}
+
+/// The live part. The socket task reads it only once the replay is over.
+impl Stream for Feed {
+    type Item = Result<Delivery, BroadcastStreamRecvError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.live.poll_next_unpin(cx)
+    }
+}
