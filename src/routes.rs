@@ -262,7 +262,7 @@ async fn unsubscribe(
     let guidance = outcome.is_partial().then(|| {
         format!(
             "Only the listed event types were removed. `global` cannot be removed; \
-             valid event types: {}; to add channels, reconnect with event_types=...",
+             valid event types: {}; to add channels, send a subscribe message on the socket (see docs/api.md)",
             channels.describe()
         )
     });

@@ -513,7 +513,7 @@ fn answer_hub(client: &Client, streams: &mut Streams, message: ClientMessage) ->
     };
     if !client.state().mask().contains(channel) {
         return error(format!(
-            "not subscribed to {:?}; reconnect with event_types={}",
+            "not subscribed to {:?}; subscribe first with {{\"namespace\":\"events\",\"name\":\"subscribe\",\"args\":[\"{}\"]}}",
             message.channel, message.channel
         ));
     }
