@@ -526,6 +526,40 @@ mod tests {
     }
 
     #[test]
+    fn history_overrides_per_channel() {
+        let s = Settings::load(
+            None,
+            false,
+            &[
+                ("history.channels.pdfm.max_events", "0".into()),
+                ("history.max_age_secs", "0".into()),
+            ],
+        )
+        .expect("valid");
+        let pdfm = s.history.limits("pdfm");
+        assert_eq!((pdfm.max_events, pdfm.max_age), (0, None));
+        let other = s.history.limits("orchestrator");
+        assert_eq!((other.max_events, other.max_bytes), (10000, 64 << 20));
+
+        let err = Settings::load(
+            None,
+            false,
+            &[("history.channels.nope.max_events", "1".into())],
+        )
+        .err()
+        .map(|e| e.key);
+        assert_eq!(err.as_deref(), Some("history.channels.nope"));
+        let err = Settings::load(
+            None,
+            false,
+            &[("history.channels.pdfm.max_bytes", "0".into())],
+        )
+        .err()
+        .map(|e| e.key);
+        assert_eq!(err.as_deref(), Some("history.channels.pdfm.max_bytes"));
+    }
+
+    #[test]
     fn channels_must_keep_the_protocol_channels() {
         let mut s = Settings::defaults();
         s.hub.channels = vec!["global".into(), "pdfm".into()];

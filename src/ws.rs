@@ -316,6 +316,11 @@ fn pump_replays(
         let Some((channel, feed)) = streams.replaying.first_mut() else {
             break;
         };
+        // Unsubscribed over REST while replaying: in force before the task hears of it.
+        if !client.state().mask().contains(*channel) {
+            streams.replaying.remove(0);
+            continue;
+        }
         match feed.next_replayed() {
             Some(Ok(frame)) => {
                 outbox.push(Message::Text(frame), settings)?;
