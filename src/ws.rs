@@ -97,7 +97,10 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
     );
     let feeds = session.client.take_feeds();
     let mut outbox = Outbox::new(session.settings.send_queue);
-    let exit = serve(&mut socket, &session, &mut outbox, feeds).await;
+    // Written once, not kept for the socket's life.
+    let welcome = welcome(&session);
+    session.recovery = Recovery::default();
+    let exit = serve(&mut socket, &session, &mut outbox, feeds, welcome).await;
     // Free the slot and the registry entry before the close handshake, so a client that
     // reconnects as soon as it sees our close frame is admitted.
     drop(session);
@@ -162,6 +165,7 @@ async fn serve(
     session: &Session,
     outbox: &mut Outbox,
     feeds: Vec<(ChannelId, Feed)>,
+    welcome: Frame,
 ) -> Exit {
     let client = &session.client;
     let settings = &session.settings;
@@ -173,7 +177,6 @@ async fn serve(
         live: live.into_iter().collect(),
         replaying,
     };
-    let welcome = welcome(session);
     if outbox.push(Message::Text(welcome), settings).is_err() {
         return SLOW;
     }

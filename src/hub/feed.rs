@@ -27,7 +27,8 @@ const REPLAY_CHUNK: usize = 256;
 /// socket (its receiver overflowed, or the history dropped what it still had to replay):
 /// the socket is a slow consumer.
 pub struct Feed {
-    replay: Option<Replay>,
+    /// Boxed: only a resumed feed has one, and every subscription holds a feed.
+    replay: Option<Box<Replay>>,
     live: BroadcastStream<Delivery>,
 }
 
@@ -57,12 +58,14 @@ impl Feed {
         until: u64,
         receiver: broadcast::Receiver<Delivery>,
     ) -> Self {
-        let replay = (after < until).then(|| Replay {
-            hub,
-            channel,
-            next: after + 1,
-            until,
-            buffer: VecDeque::new(),
+        let replay = (after < until).then(|| {
+            Box::new(Replay {
+                hub,
+                channel,
+                next: after + 1,
+                until,
+                buffer: VecDeque::new(),
+            })
         });
         Self {
             replay,
