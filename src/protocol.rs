@@ -53,9 +53,11 @@ pub struct Envelope<'a> {
 impl Envelope<'_> {
     pub fn to_frame(&self) -> Frame {
         // Serialising borrowed strings, a raw value and a UUID cannot fail.
-        serde_json::to_string(self)
-            .unwrap_or_else(|_| String::from("{}"))
-            .into()
+        let mut json = serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"));
+        // The frame may live long in the history, which counts its length: give back the
+        // serialiser's spare capacity, or a frame could hold up to twice its size.
+        json.shrink_to_fit();
+        json.into()
     }
 }
 
@@ -226,7 +228,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ClientMessageEr
         event_types: object
             .get("body")
             .and_then(|b| b.get("event_types"))
-            .map(event_type_list),
+            .map(|v| event_type_list("event_types", v)),
     })
 }
 
@@ -276,17 +278,18 @@ pub fn parse_publish_body(bytes: &[u8]) -> Result<Vec<PublishEvent>, String> {
     Ok(events)
 }
 
-/// `event_types` as an array of names or a comma-separated string, normalised.
-fn event_type_list(value: &serde_json::Value) -> Result<Vec<String>, String> {
+/// `field` (`event_types`, or sysadm's `args`) as an array of names or a comma-separated string,
+/// normalised.
+fn event_type_list(field: &str, value: &serde_json::Value) -> Result<Vec<String>, String> {
     let joined = match value {
         serde_json::Value::String(text) => text.clone(),
         serde_json::Value::Array(items) => items
             .iter()
             .map(|item| item.as_str().map(str::to_owned))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| "`event_types` must hold channel names (strings)".to_owned())?
+            .ok_or_else(|| format!("`{field}` must hold channel names (strings)"))?
             .join(","),
-        _ => return Err("`event_types` must be an array of channel names".to_owned()),
+        _ => return Err(format!("`{field}` must be an array of channel names")),
     };
     Ok(split_event_types(&joined))
 }
@@ -310,15 +313,17 @@ pub enum Request {
     Sysadm(SysadmRequest),
 }
 
-/// Parses a client text frame: sysadm's envelope when it has a `namespace` key, otherwise the
-/// hub's own message.
+/// Parses a client text frame: sysadm's envelope when it has a `namespace` key and no channel
+/// key, otherwise the hub's own message (so a seed message with an extra `namespace` field
+/// keeps its meaning).
 pub fn parse_request(text: &str) -> Result<Request, ClientMessageError> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| ClientMessageError::Malformed(e.to_string()))?;
     let Some(object) = value.as_object() else {
         return Err(ClientMessageError::NotAnObject);
     };
-    if !object.contains_key("namespace") {
+    let has_channel = object.contains_key("event_type") || object.contains_key("type");
+    if has_channel || !object.contains_key("namespace") {
         return parse_client_message(text).map(Request::Hub);
     }
     let text_of = |key: &str| {
@@ -333,7 +338,7 @@ pub fn parse_request(text: &str) -> Result<Request, ClientMessageError> {
         serde_json::Value::Null => {
             Err("`args` must list the event types, e.g. [\"pdfm\"]".to_owned())
         }
-        other => event_type_list(other),
+        other => event_type_list("args", other),
     };
     Ok(Request::Sysadm(SysadmRequest {
         namespace: text_of("namespace"),

@@ -116,14 +116,18 @@ fn resume_request(
     let channels = app.hub.channels();
     let mut resume = Resume::default();
     let subscribed = |name: &str, what: &str| {
-        channels
-            .id(name)
-            .filter(|c| subscriptions.contains(c))
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "{what} names {name:?}, which this connection does not subscribe to; add it to event_types"
-                ))
-            })
+        let Some(channel) = channels.id(name) else {
+            return Err(ApiError::BadRequest(format!(
+                "{what} names {name:?}, which is not an event type; valid event types: {}",
+                channels.describe()
+            )));
+        };
+        if !subscriptions.contains(&channel) {
+            return Err(ApiError::BadRequest(format!(
+                "{what} names {name:?}, which this connection does not subscribe to; add it to event_types"
+            )));
+        }
+        Ok(channel)
     };
     for (key, value) in pairs {
         match key.as_str() {
@@ -402,7 +406,9 @@ async fn history(
     // A cursor from another epoch means nothing here: start from the oldest kept event.
     let after = if other_epoch { 0 } else { since };
     let page = hub.history(channel, after, limit);
-    let missed = page.oldest_seq.is_some_and(|oldest| oldest > after + 1)
+    let missed = page
+        .oldest_seq
+        .is_some_and(|oldest| oldest > after.saturating_add(1))
         || (page.oldest_seq.is_none() && page.last_seq > after);
     let reason = if other_epoch {
         Some(format!(

@@ -93,8 +93,12 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
         %client_id,
         %ip,
         subscriptions = ?session.client.subscription_names(),
+        recovered = ?session.recovery.recovered,
         "subscriber connected"
     );
+    if session.recovery.recovered == Some(false) {
+        tracing::info!(%client_id, reason = %session.recovery.reasons.join("; "), "resume incomplete");
+    }
     let feeds = session.client.take_feeds();
     let mut outbox = Outbox::new(session.settings.send_queue);
     // Written once, not kept for the socket's life.
@@ -102,8 +106,15 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
     session.recovery = Recovery::default();
     let exit = serve(&mut socket, &session, &mut outbox, feeds, welcome).await;
     // Free the slot and the registry entry before the close handshake, so a client that
-    // reconnects as soon as it sees our close frame is admitted.
-    drop(session);
+    // reconnects as soon as it sees our close frame is admitted. The tracker token stays until
+    // the close is done: shutdown waits for the queued tail and the close frame to be written.
+    let Session {
+        client,
+        ticket,
+        tracker,
+        ..
+    } = session;
+    drop((client, ticket));
     match exit {
         Exit::Gone => tracing::info!(%client_id, %ip, "subscriber disconnected"),
         Exit::Close(code, reason) => {
@@ -111,6 +122,7 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
         }
     }
     finish(socket, outbox, exit).await;
+    drop(tracker);
 }
 
 /// Ends a socket: for a hub-initiated close, what is queued (unless the client is a slow
@@ -199,8 +211,9 @@ async fn serve(
         tokio::select! {
             biased;
             _ = &mut shutdown => {
-                // Publishing is closed: queue everything published before the cut, then the
-                // SERVER_SHUTDOWN notice as the last frame.
+                // Publishing is closed: queue everything published before the cut (the rest of
+                // any replay first), then the SERVER_SHUTDOWN notice as the last frame.
+                drain_replays(&mut streams, client, outbox);
                 if let Err(exit) = take_ready(&mut streams.live, client, outbox, usize::MAX, settings) {
                     return exit;
                 }
@@ -330,7 +343,8 @@ fn pump_replays(
                 budget -= 1;
             }
             Some(Err(missed)) => {
-                tracing::info!(client_id = %client.id(), channel = *channel, missed,
+                let channel = client.hub().channels().name(*channel);
+                tracing::info!(client_id = %client.id(), channel, missed,
                     "history dropped events before they were replayed: slow consumer");
                 return Err(SLOW);
             }
@@ -341,6 +355,22 @@ fn pump_replays(
         }
     }
     Ok(())
+}
+
+/// At shutdown: queues the rest of every replay, past the outbox limit. What it holds is bounded
+/// by the history and shared with it; `finish` writes it within the close timeout.
+fn drain_replays(streams: &mut Streams, client: &Client, outbox: &mut Outbox) {
+    let mask = client.state().mask();
+    for (channel, mut feed) in std::mem::take(&mut streams.replaying) {
+        if !mask.contains(channel) {
+            continue;
+        }
+        // A replay the history overtook ends here; the client resumes from its last seq.
+        while let Some(Ok(frame)) = feed.next_replayed() {
+            outbox.queue.push_back(Message::Text(frame));
+        }
+        streams.live.insert(channel, feed);
+    }
 }
 
 /// Drops the feeds of channels the client no longer subscribes to.

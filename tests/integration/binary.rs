@@ -521,3 +521,67 @@ fn list_settings_from_the_environment_may_have_spaces() {
     sigterm(&hub.0);
     assert_eq!(wait_exit(&mut hub.0, Duration::from_secs(10)), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_replay_sends_the_whole_replay_then_the_notice_before_exiting() {
+    const EVENTS: u64 = 6_000;
+    let secret = [
+        ("EVENTS_HUB__AUTH__JWT_SECRET", SECRET),
+        ("EVENTS_HUB__LOG__LEVEL", "warn"),
+    ];
+    let (mut hub, addr, _) = start(&secret);
+    let http = reqwest::Client::new();
+    let publisher = mint("pub", &[events_hub::config::EVENTS_PUBLISH], &[], 600);
+    // 1 KiB each: about 6 MB, more than the socket buffers hold, so the replay is still
+    // running when the signal comes.
+    let pad = "x".repeat(1024);
+    for start in (0..EVENTS).step_by(500) {
+        let batch: Vec<serde_json::Value> = (start..start + 500)
+            .map(|n| serde_json::json!({"event_type": "pdfm", "message": "N", "body": {"n": n, "pad": pad}}))
+            .collect();
+        let response = http
+            .post(format!("http://{addr}/v1/events"))
+            .bearer_auth(&publisher)
+            .json(&batch)
+            .send()
+            .await
+            .expect("publish");
+        assert_eq!(response.status(), 202);
+    }
+
+    let request = format!("ws://{addr}/v1/ws/subscribe?event_types=pdfm&since=pdfm:0");
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(request)
+            .expect("request");
+    let reader = mint("reader", &[events_hub::config::READ_ONLY], &[], 600);
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {reader}").parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    assert_eq!(next_json(&mut ws).await["body"]["recovered"], true);
+
+    // Signal while the client reads nothing, and wait until the hub has stopped accepting.
+    sigterm(&hub.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Ok(response) = http.get(format!("http://{addr}/readyz")).send().await {
+        if response.status() != 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the hub kept accepting");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for expected in 1..=EVENTS {
+        let event = next_json(&mut ws).await;
+        assert_eq!(
+            event["seq"], expected,
+            "the replay continues through shutdown"
+        );
+    }
+    assert_eq!(next_json(&mut ws).await["message"], "SERVER_SHUTDOWN");
+    let (code, _) = expect_close(&mut ws).await;
+    assert_eq!(code, 1001);
+    assert_eq!(wait_exit(&mut hub.0, Duration::from_secs(15)), 0);
+}

@@ -138,6 +138,23 @@ async fn in_band_requests_that_cannot_be_served_get_error_frames() {
 }
 
 #[tokio::test]
+async fn a_seed_message_with_an_extra_namespace_field_keeps_its_meaning() {
+    let hub = TestHub::start().await;
+    let (mut ws, _) = hub.subscribe(ip(1), "alice", "health").await;
+    send_json(
+        &mut ws,
+        &json!({"event_type": "health", "message": "ping", "id": "p-1", "namespace": "x"}),
+    )
+    .await;
+    let pong = next_json(&mut ws).await;
+    assert_eq!(
+        (pong["message"].as_str(), pong["ref_id"].as_str()),
+        (Some("pong"), Some("p-1")),
+        "{pong}"
+    );
+}
+
+#[tokio::test]
 async fn a_sysadm_envelope_client_subscribes_receives_and_unsubscribes() {
     let hub = TestHub::start().await;
     // No event_types: global only, like a client that subscribes after connecting.
@@ -205,6 +222,10 @@ async fn a_sysadm_envelope_client_subscribes_receives_and_unsubscribes() {
         (
             json!({"namespace": "events", "name": "subscribe", "id": "x"}),
             "args",
+        ),
+        (
+            json!({"namespace": "events", "name": "subscribe", "id": "x", "args": {"a": 1}}),
+            "`args` must be",
         ),
         (
             json!({"namespace": "events", "name": "unsubscribe", "id": "x", "args": ["global"]}),

@@ -343,7 +343,7 @@ async fn a_bad_resume_request_is_refused_before_the_upgrade() {
             "event_types=pdfm&since=orchestrator:3",
             "does not subscribe",
         ),
-        ("event_types=pdfm&since=bogus:3", "does not subscribe"),
+        ("event_types=pdfm&since=bogus:3", "not an event type"),
         ("event_types=pdfm&since=pdfm:1&since=pdfm:2", "twice"),
         ("event_types=pdfm&epoch=soon", "epoch"),
     ] {
@@ -467,6 +467,18 @@ async fn polling_clients_read_the_history_over_rest() {
         "{page}"
     );
     assert_eq!(page["events"][0]["seq"], 3);
+
+    // A cursor past the end (or from another epoch): nothing, flagged, no overflow.
+    let (status, page) = get(
+        "event_type=pdfm&since=18446744073709551615",
+        hub.reader("poller"),
+    )
+    .await;
+    assert_eq!((status, &page["recovered"]), (200, &json!(false)), "{page}");
+    assert!(
+        page["reason"].as_str().is_some_and(|r| r.contains("ahead")),
+        "{page}"
+    );
 
     for (query, status) in [
         ("since=1", 400),
