@@ -278,6 +278,8 @@ impl Bridge {
             let was_up = self.stats.is_connected();
             self.stats.set_connected(false);
             if was_up {
+                // Said here; the retries that follow need not say it again.
+                self.link.complained = true;
                 tracing::warn!(
                     source = self.index,
                     %endpoint,
