@@ -60,7 +60,11 @@ pub fn spawn(
 ) {
     let Some(channel) = hub.channels().id(&settings.channel) else {
         // Validated at start-up; kept as a message rather than a panic.
-        tracing::error!(source = index, channel = %settings.channel, "OpenNebula bridge not started: unknown channel");
+        tracing::error!(
+            source = index,
+            channel = %settings.channel,
+            "OpenNebula bridge not started: unknown channel"
+        );
         return;
     };
     let bridge = Bridge {
@@ -81,7 +85,11 @@ pub fn spawn(
             bridge.run();
         });
     if let Err(error) = spawned {
-        tracing::error!(source = index, %error, "OpenNebula bridge not started: cannot start its thread");
+        tracing::error!(
+            source = index,
+            %error,
+            "OpenNebula bridge not started: cannot start its thread"
+        );
     }
 }
 
@@ -228,13 +236,22 @@ impl Bridge {
                         return Flow::Stop;
                     }
                     Err(error) => {
-                        tracing::warn!(source = self.index, %error, "the hub refused an OpenNebula event");
+                        tracing::warn!(
+                            source = self.index,
+                            %error,
+                            "the hub refused an OpenNebula event"
+                        );
                     }
                 }
             }
             Ok(Outcome::Skip(reason)) => {
                 self.stats.skipped();
-                tracing::trace!(source = self.index, key = ?key_of(frames), reason, "OpenNebula message skipped");
+                tracing::trace!(
+                    source = self.index,
+                    key = ?key_of(frames),
+                    reason,
+                    "OpenNebula message skipped"
+                );
             }
             Err(malformed) => {
                 let kind = MALFORMED_KINDS
@@ -253,7 +270,14 @@ impl Bridge {
                          debug and counted in /readyz"
                     );
                 } else {
-                    tracing::debug!(source = self.index, kind, count, key = ?key, error = %malformed, "skipped a malformed OpenNebula message");
+                    tracing::debug!(
+                        source = self.index,
+                        kind,
+                        count,
+                        key = ?key,
+                        error = %malformed,
+                        "skipped a malformed OpenNebula message"
+                    );
                 }
             }
         }
@@ -273,7 +297,11 @@ impl Bridge {
         if event == zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw() {
             self.stats.set_connected(true);
             self.link.complained = false;
-            tracing::info!(source = self.index, %endpoint, "connected to the OpenNebula Hook Manager");
+            tracing::info!(
+                source = self.index,
+                %endpoint,
+                "connected to the OpenNebula Hook Manager"
+            );
         } else if event == zmq::SocketEvent::DISCONNECTED.to_raw() {
             let was_up = self.stats.is_connected();
             self.stats.set_connected(false);
@@ -333,7 +361,8 @@ impl Bridge {
             if self.shutdown.is_cancelled() {
                 return Flow::Stop;
             }
-            std::thread::sleep(Duration::from_millis(POLL_MS as u64).min(until - Instant::now()));
+            let left = until.saturating_duration_since(Instant::now());
+            std::thread::sleep(Duration::from_millis(POLL_MS as u64).min(left));
         }
         Flow::Continue
     }
