@@ -8,5 +8,6 @@ mod delivery;
 mod hardening;
 mod messages;
 mod publish;
+mod sources;
 mod subscribe;
 mod unsubscribe;
