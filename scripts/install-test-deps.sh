@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end client tests (tests/e2e) and the conformance run
 # (tests/conformance) need on a fresh Debian machine where we are root: curl,
-# wscat (npm), websocat (cargo), and the Python packages websockets, pytest and
-# kosoku. Idempotent: anything already present is skipped,
-# so a second run takes about a second.
+# wscat (npm), websocat (cargo), and the Python packages websockets, pytest,
+# kosoku and pyzmq (the OpenNebula-style ZeroMQ publisher of
+# tests/e2e/test_opennebula.py; its wheel bundles libzmq).
+#
+# Building the hub itself needs a C++ compiler (g++): the `zmq` crate compiles
+# libzmq from source (no libzmq -dev package, no cmake). It is checked below.
+#
+# Idempotent: anything already present is skipped, so a second run takes about
+# a second.
 #
 # Only package registries are used (Debian, npm, crates.io, PyPI); no prebuilt
 # binaries are downloaded.
@@ -37,6 +43,14 @@ else
     apt_install curl ca-certificates
 fi
 
+# --- C++ compiler (libzmq is built from source by the zmq crate) ---------------
+if command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1; then
+    say "c++: present ($(command -v c++ || command -v g++))"
+else
+    say "c++: missing, installing g++"
+    apt_install g++
+fi
+
 # --- Python: websockets + pytest -------------------------------------------------
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
     say "$PYTHON: missing, installing python3 + pip"
@@ -47,6 +61,8 @@ py_missing=()
 "$PYTHON" -c 'import pytest' >/dev/null 2>&1 || py_missing+=("pytest")
 # kosoku runs the Autobahn TestSuite cases (RFC 6455 conformance) without Docker.
 "$PYTHON" -c 'import kosoku' >/dev/null 2>&1 || py_missing+=("kosoku")
+# pyzmq plays OpenNebula's Hook Manager (a ZeroMQ PUB socket) in the e2e tests.
+"$PYTHON" -c 'import zmq' >/dev/null 2>&1 || py_missing+=("pyzmq")
 if [ "${#py_missing[@]}" -gt 0 ]; then
     if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
         apt_install python3-pip
@@ -57,7 +73,7 @@ if [ "${#py_missing[@]}" -gt 0 ]; then
     "$PYTHON" -m pip install -q --break-system-packages "${py_missing[@]}" 2>/dev/null \
         || "$PYTHON" -m pip install -q "${py_missing[@]}"
 else
-    say "python: websockets, pytest and kosoku present"
+    say "python: websockets, pytest, kosoku and pyzmq present"
 fi
 # The guide's Python snippet needs websockets >= 14 (`additional_headers=`).
 if ! "$PYTHON" - <<'PY'
@@ -95,4 +111,4 @@ else
     cargo install --locked websocat
 fi
 
-say "done: curl $(curl --version | head -n1 | cut -d' ' -f2), wscat $(wscat --version), $(websocat --version), websockets $("$PYTHON" -c 'import websockets; print(websockets.__version__)'), pytest $("$PYTHON" -c 'import pytest; print(pytest.__version__)')"
+say "done: curl $(curl --version | head -n1 | cut -d' ' -f2), wscat $(wscat --version), $(websocat --version), websockets $("$PYTHON" -c 'import websockets; print(websockets.__version__)'), pytest $("$PYTHON" -c 'import pytest; print(pytest.__version__)'), pyzmq $("$PYTHON" -c 'import zmq; print(zmq.__version__)')"

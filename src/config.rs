@@ -57,6 +57,7 @@ pub struct Settings {
     pub heartbeat: HeartbeatSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    pub sources: SourceSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +171,170 @@ pub struct LimitSettings {
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub level: String,
+}
+
+/// Event sources the hub subscribes to itself (see `crate::sources`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    pub opennebula: Vec<OpenNebulaSource>,
+}
+
+/// One `[[sources.opennebula]]` block: a ZeroMQ SUB connection to an OpenNebula Hook Manager.
+/// Only `endpoint` is required; the defaults below are the ones `config/default.toml` documents.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenNebulaSource {
+    pub endpoint: String,
+    #[serde(default = "OpenNebulaSource::default_subscribe")]
+    pub subscribe: Vec<String>,
+    #[serde(default = "OpenNebulaSource::default_channel")]
+    pub channel: String,
+    #[serde(default = "OpenNebulaSource::default_kinds")]
+    pub kinds: Vec<String>,
+    #[serde(default)]
+    pub include_xml: bool,
+    #[serde(default = "OpenNebulaSource::default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "OpenNebulaSource::default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    #[serde(default = "OpenNebulaSource::default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
+    #[serde(default = "OpenNebulaSource::default_max_tracked_objects")]
+    pub max_tracked_objects: usize,
+}
+
+/// The event kinds a `[[sources.opennebula]]` block may forward.
+pub const OPENNEBULA_KINDS: [&str; 3] = ["vm_state", "host_state", "api"];
+
+impl OpenNebulaSource {
+    fn default_subscribe() -> Vec<String> {
+        vec!["EVENT ".into()]
+    }
+    fn default_channel() -> String {
+        "orchestrator".into()
+    }
+    fn default_kinds() -> Vec<String> {
+        OPENNEBULA_KINDS.iter().map(|k| (*k).to_owned()).collect()
+    }
+    fn default_reconnect_min_ms() -> u64 {
+        100
+    }
+    fn default_reconnect_max_ms() -> u64 {
+        5000
+    }
+    fn default_heartbeat_secs() -> u64 {
+        5
+    }
+    fn default_max_tracked_objects() -> usize {
+        100_000
+    }
+
+    /// A block with this endpoint and every other key at its default.
+    pub fn with_endpoint(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            subscribe: Self::default_subscribe(),
+            channel: Self::default_channel(),
+            kinds: Self::default_kinds(),
+            include_xml: false,
+            reconnect_min_ms: Self::default_reconnect_min_ms(),
+            reconnect_max_ms: Self::default_reconnect_max_ms(),
+            heartbeat_secs: Self::default_heartbeat_secs(),
+            max_tracked_objects: Self::default_max_tracked_objects(),
+        }
+    }
+
+    fn validate(&self, i: usize, channels: &[String]) -> Result<(), ConfigError> {
+        let at = |field: &str| format!("sources.opennebula[{i}].{field}");
+        if !valid_zmq_endpoint(&self.endpoint) {
+            return Err(ConfigError::new(
+                at("endpoint"),
+                format!(
+                    "{:?} is not a ZeroMQ endpoint; write tcp://HOST:PORT (the Hook Manager \
+                     publishes on tcp://<frontend>:2101) or ipc:///PATH",
+                    self.endpoint
+                ),
+            ));
+        }
+        if self.subscribe.is_empty() {
+            return Err(ConfigError::new(
+                at("subscribe"),
+                "must list at least one key prefix, e.g. [\"EVENT \"] (\"\" receives everything)",
+            ));
+        }
+        if !channels.contains(&self.channel) || self.channel == "health" {
+            let publishable: Vec<&str> = channels
+                .iter()
+                .map(String::as_str)
+                .filter(|c| *c != "health")
+                .collect();
+            return Err(ConfigError::new(
+                at("channel"),
+                format!(
+                    "{:?} is not a channel events can be published to; use one of {} \
+                     (hub.channels, without `health`)",
+                    self.channel,
+                    publishable.join(", ")
+                ),
+            ));
+        }
+        if self.kinds.is_empty() {
+            return Err(ConfigError::new(
+                at("kinds"),
+                format!("must name at least one of {}", OPENNEBULA_KINDS.join(", ")),
+            ));
+        }
+        if let Some(kind) = self
+            .kinds
+            .iter()
+            .find(|k| !OPENNEBULA_KINDS.contains(&k.as_str()))
+        {
+            return Err(ConfigError::new(
+                at("kinds"),
+                format!(
+                    "unknown kind {kind:?}; known: {}",
+                    OPENNEBULA_KINDS.join(", ")
+                ),
+            ));
+        }
+        positive(&at("reconnect_min_ms"), self.reconnect_min_ms)?;
+        if self.reconnect_max_ms < self.reconnect_min_ms {
+            return Err(ConfigError::new(
+                at("reconnect_max_ms"),
+                "must be at least reconnect_min_ms",
+            ));
+        }
+        // libzmq takes milliseconds as a C int.
+        if self.reconnect_max_ms > 3_600_000 || self.heartbeat_secs > 3600 {
+            let key = if self.heartbeat_secs > 3600 {
+                "heartbeat_secs"
+            } else {
+                "reconnect_max_ms"
+            };
+            return Err(ConfigError::new(at(key), "must be at most one hour"));
+        }
+        positive(&at("max_tracked_objects"), self.max_tracked_objects as u64)?;
+        Ok(())
+    }
+}
+
+/// `tcp://HOST:PORT` (HOST a name, an IPv4 address or `[IPv6]`) or `ipc:///path`: what libzmq's
+/// `connect` takes. Checked at start-up so a typo stops the hub instead of retrying forever.
+fn valid_zmq_endpoint(endpoint: &str) -> bool {
+    if let Some(path) = endpoint.strip_prefix("ipc://") {
+        return !path.is_empty();
+    }
+    let Some(address) = endpoint.strip_prefix("tcp://") else {
+        return false;
+    };
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = !host.is_empty()
+        && !host.contains(char::is_whitespace)
+        && (host.starts_with('[') == host.ends_with(']'));
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
 /// Keys whose environment values are comma-separated lists.
@@ -402,6 +567,10 @@ impl Settings {
                 format!("{:?} is not a log filter", self.log.level),
             ));
         }
+
+        for (i, source) in self.sources.opennebula.iter().enumerate() {
+            source.validate(i, &self.hub.channels)?;
+        }
         Ok(())
     }
 
@@ -565,5 +734,112 @@ mod tests {
         s.hub.channels = vec!["global".into(), "pdfm".into()];
         let err = s.validate().err().map(|e| e.key);
         assert_eq!(err.as_deref(), Some("hub.channels"));
+    }
+
+    /// Loads the built-in defaults plus `extra` (TOML) as a `--config` file.
+    fn load_with(extra: &str) -> Result<Settings, ConfigError> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "events-hub-config-{}-{}.toml",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, extra).expect("write the temporary config");
+        let loaded = Settings::load(Some(&path), false, &[]);
+        let _ = std::fs::remove_file(&path);
+        loaded
+    }
+
+    #[test]
+    fn no_source_is_configured_by_default() {
+        assert!(Settings::defaults().sources.opennebula.is_empty());
+    }
+
+    #[test]
+    fn the_documented_opennebula_block_is_the_default() {
+        // The commented example in config/default.toml, uncommented, must mean exactly what
+        // a block with only `endpoint` means: the file documents the serde defaults.
+        let block: String = DEFAULT_TOML
+            .lines()
+            .skip_while(|l| *l != "# [[sources.opennebula]]")
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(block.contains("endpoint ="), "example block not found");
+        let documented = load_with(&block).expect("the documented block loads");
+        let minimal = load_with("[[sources.opennebula]]\nendpoint = \"tcp://127.0.0.1:2101\"\n")
+            .expect("a block with only endpoint loads");
+        assert_eq!(documented.sources.opennebula, minimal.sources.opennebula);
+        assert_eq!(
+            minimal.sources.opennebula,
+            [OpenNebulaSource::with_endpoint("tcp://127.0.0.1:2101")]
+        );
+    }
+
+    #[test]
+    fn opennebula_settings_are_checked_and_named_by_key() {
+        let cases = [
+            (
+                "endpoint = \"localhost:2101\"",
+                "sources.opennebula[0].endpoint",
+            ),
+            (
+                "endpoint = \"tcp://one:0\"",
+                "sources.opennebula[0].endpoint",
+            ),
+            ("endpoint = \"tcp://one\"", "sources.opennebula[0].endpoint"),
+            (
+                "endpoint = \"tcp://one:2101\"\nchannel = \"health\"",
+                "sources.opennebula[0].channel",
+            ),
+            (
+                "endpoint = \"tcp://one:2101\"\nchannel = \"nope\"",
+                "sources.opennebula[0].channel",
+            ),
+            (
+                "endpoint = \"tcp://one:2101\"\nkinds = [\"vm\"]",
+                "sources.opennebula[0].kinds",
+            ),
+            (
+                "endpoint = \"tcp://one:2101\"\nkinds = []",
+                "sources.opennebula[0].kinds",
+            ),
+            (
+                "endpoint = \"tcp://one:2101\"\nsubscribe = []",
+                "sources.opennebula[0].subscribe",
+            ),
+            (
+                "endpoint = \"tcp://one:2101\"\nreconnect_min_ms = 0",
+                "sources.opennebula[0].reconnect_min_ms",
+            ),
+            (
+                "endpoint = \"tcp://one:2101\"\nreconnect_min_ms = 500\nreconnect_max_ms = 100",
+                "sources.opennebula[0].reconnect_max_ms",
+            ),
+            (
+                "endpoint = \"tcp://one:2101\"\nmax_tracked_objects = 0",
+                "sources.opennebula[0].max_tracked_objects",
+            ),
+        ];
+        for (block, key) in cases {
+            let err = load_with(&format!("[[sources.opennebula]]\n{block}\n")).err();
+            assert_eq!(err.map(|e| e.key).as_deref(), Some(key), "{block}");
+        }
+        // The second block is named by its own index.
+        let two = "[[sources.opennebula]]\nendpoint = \"tcp://one:2101\"\n\
+                   [[sources.opennebula]]\nendpoint = \"tcp://[::1]:2101\"\nchannel = \"x\"\n";
+        let err = load_with(two).err().map(|e| e.key);
+        assert_eq!(err.as_deref(), Some("sources.opennebula[1].channel"));
+        // Unknown keys are refused, as everywhere else.
+        let err = load_with("[[sources.opennebula]]\nendpoint = \"tcp://one:2101\"\nport = 1\n");
+        assert!(err.is_err());
+        // Good ones load.
+        let ok = load_with(
+            "[[sources.opennebula]]\nendpoint = \"tcp://[::1]:2101\"\nchannel = \"pdfm\"\n\
+             kinds = [\"api\"]\n[[sources.opennebula]]\nendpoint = \"ipc:///run/one/hm.sock\"\n",
+        );
+        assert_eq!(ok.map(|s| s.sources.opennebula.len()).ok(), Some(2));
     }
 }

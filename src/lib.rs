@@ -13,5 +13,6 @@ pub mod hub;
 pub mod protocol;
 pub mod routes;
 pub mod server;
+pub mod sources;
 pub mod telemetry;
 pub mod ws;

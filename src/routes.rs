@@ -477,10 +477,15 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, 
     if app.shutdown.is_cancelled() || !app.ready.load(Ordering::Acquire) {
         return Err(ApiError::Unavailable("the hub is shutting down".into()));
     }
-    Ok(Json(json!({
+    let mut body = json!({
         "status": "ready",
         "clients": app.hub.client_count(),
-    })))
+    });
+    // Only with sources configured, so the body is unchanged for everyone else.
+    if !app.sources.is_empty() {
+        body["sources"] = app.sources.status();
+    }
+    Ok(Json(body))
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {

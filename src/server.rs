@@ -27,6 +27,7 @@ use crate::auth::Authenticator;
 use crate::config::{ConfigError, Settings};
 use crate::hub::Hub;
 use crate::routes;
+use crate::sources::Sources;
 use crate::ws::SessionSettings;
 
 /// Everything the routes share.
@@ -43,6 +44,8 @@ pub struct AppState {
     /// Live socket tasks, so shutdown can wait for them.
     pub sessions: TaskTracker,
     pub ready: Arc<AtomicBool>,
+    /// Event sources the hub subscribes to itself (`[sources]`); started by [`run_with`].
+    pub sources: Sources,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Authenticator> {
@@ -69,6 +72,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             ready: Arc::new(AtomicBool::new(false)),
+            sources: Sources::new(&settings.sources),
             settings: Arc::new(settings),
         })
     }
@@ -106,6 +110,7 @@ pub async fn run_with(
     let stop_http = CancellationToken::new();
     state.ready.store(true, Ordering::Release);
     tracing::info!(%local, "listening");
+    state.sources.start(&state.hub, &state.shutdown);
 
     tokio::pin!(signal);
     let mut fd_warning = FdWarning::default();
@@ -148,6 +153,7 @@ pub async fn run_with(
     let drained = tokio::time::timeout(grace, async {
         state.sessions.wait().await;
         connections.wait().await;
+        state.sources.stopped().await;
     })
     .await;
     match drained {

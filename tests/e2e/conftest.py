@@ -312,6 +312,8 @@ class Hub:
     log_dir: Path
     proc: subprocess.Popen | None = None
     exit_code: int | None = None
+    # Extra command-line arguments, e.g. ["--config", path].
+    args: list[str] = field(default_factory=list)
 
     @property
     def http(self) -> str:
@@ -325,7 +327,7 @@ class Hub:
         self.stdout = open(self.log_dir / "hub.stdout.log", "w")
         self.stderr = open(self.log_dir / "hub.stderr.log", "w")
         self.proc = subprocess.Popen(
-            [str(self.binary), "--listen", f"127.0.0.1:{self.port}"],
+            [str(self.binary), "--listen", f"127.0.0.1:{self.port}", *self.args],
             stdin=subprocess.DEVNULL, stdout=self.stdout, stderr=self.stderr,
             env=self.env,
         )

@@ -10,5 +10,6 @@ mod inband;
 mod messages;
 mod publish;
 mod resume;
+mod sources;
 mod subscribe;
 mod unsubscribe;
