@@ -13,6 +13,7 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -403,8 +404,11 @@ class Hub:
                     "-d", json.dumps(event))
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
+@contextlib.contextmanager
+def running_hub(tmp_path: Path, extra_env: dict | None = None,
+                args: list[str] | None = None) -> Iterator[Hub]:
+    """The built hub on a free port with the test secret (plus `extra_env`, `args`); stopped
+    with SIGTERM at the end, which must exit 0."""
     binary = hub_binary()
     if not binary.is_file():
         pytest.fail(f"hub binary {binary} not found: build it (cargo build --release) "
@@ -413,14 +417,21 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
         **os.environ,
         "EVENTS_HUB__AUTH__JWT_SECRET": SECRET,
         "RUST_LOG": os.environ.get("RUST_LOG", "info"),
+        **(extra_env or {}),
     }
-    instance = Hub(binary, free_port(), env, tmp_path)
+    instance = Hub(binary, free_port(), env, tmp_path, args=args or [])
     instance.start()
     try:
         yield instance
     finally:
         code = instance.stop()
         assert code == 0, f"hub exited with {code} after SIGTERM\n{instance.logs()}"
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    with running_hub(tmp_path) as instance:
+        yield instance
 
 
 @pytest.fixture

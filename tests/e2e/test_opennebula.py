@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import time
 import urllib.request
@@ -29,15 +28,14 @@ import pytest
 import zmq
 
 from conftest import (
-    SECRET,
     Hub,
     assert_envelope,
     assert_welcome,
     free_port,
-    hub_binary,
     poll_until,
     require_tool,
     run_client,
+    running_hub,
 )
 
 SUBSCRIBE_TIMEOUT = 15.0  # seconds for the bridge to (re)connect and subscribe
@@ -201,14 +199,8 @@ def one_hub(tmp_path: Path, one_port: int):
         "reconnect_min_ms = 50\n"
         "reconnect_max_ms = 500\n"
     )
-    env = {**os.environ, "EVENTS_HUB__AUTH__JWT_SECRET": SECRET, "RUST_LOG": "info"}
-    hub = Hub(hub_binary(), free_port(), env, tmp_path, args=["--config", str(config)])
-    hub.start()
-    try:
+    with running_hub(tmp_path, {"RUST_LOG": "info"}, ["--config", str(config)]) as hub:
         yield hub
-    finally:
-        code = hub.stop()
-        assert code == 0, f"hub exited with {code} after SIGTERM\n{hub.logs()}"
 
 
 def subscribe(hub: Hub):

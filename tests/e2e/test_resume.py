@@ -12,7 +12,6 @@ Run:  cargo build && EVENTS_HUB_BIN=target/debug/events-hub python3 -m pytest -q
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -24,17 +23,15 @@ from websockets.sync.client import connect
 from conftest import (
     HEX64,
     LINE_TIMEOUT,
-    SECRET,
     TIMESTAMP,
     Hub,
     assert_envelope,
     assert_welcome,
     curl,
-    free_port,
-    hub_binary,
     parse_frame,
     require_tool,
     run_client,
+    running_hub,
 )
 
 # Events carry `seq` (broadcast events) and `epoch` after the keys seed clients know.
@@ -114,22 +111,8 @@ def history(hub: Hub, token: str | None, query: str, prefix: str = "") -> tuple[
 def hub_without_pdfm_history(tmp_path: Path) -> Iterator[Hub]:
     """A hub whose `pdfm` keeps no history (set from the environment), other channels as
     by default."""
-    binary = hub_binary()
-    if not binary.is_file():
-        pytest.fail(f"hub binary {binary} not found: build it or set EVENTS_HUB_BIN")
-    env = {
-        **os.environ,
-        "EVENTS_HUB__AUTH__JWT_SECRET": SECRET,
-        "EVENTS_HUB__HISTORY__CHANNELS__PDFM__MAX_EVENTS": "0",
-        "RUST_LOG": os.environ.get("RUST_LOG", "info"),
-    }
-    instance = Hub(binary, free_port(), env, tmp_path)
-    instance.start()
-    try:
+    with running_hub(tmp_path, {"EVENTS_HUB__HISTORY__CHANNELS__PDFM__MAX_EVENTS": "0"}) as instance:
         yield instance
-    finally:
-        code = instance.stop()
-        assert code == 0, f"hub exited with {code} after SIGTERM\n{instance.logs()}"
 
 
 # --------------------------------------------------------------------------- #

@@ -92,14 +92,7 @@ async fn hook_manager_events_reach_subscribers_and_shutdown_stops_the_bridge() {
     // The bridge counts an event once Hub::publish returns, which can be just after the
     // subscriber has it.
     eventually("the event to be counted", || status(&hub)["published"] == 1).await;
-    let (code, ready) = json_response(
-        hub.http()
-            .get(hub.url("/readyz"))
-            .send()
-            .await
-            .expect("req"),
-    )
-    .await;
+    let (code, ready) = hub.get("/readyz").await;
     assert_eq!(code, 200);
     assert_eq!(ready["sources"]["opennebula"][0]["published"], 1);
 
@@ -119,14 +112,7 @@ async fn an_unreachable_hook_manager_neither_fails_readiness_nor_delays_shutdown
     let endpoint = format!("tcp://127.0.0.1:{port}");
     let mut hub = TestHub::start_with(|s| s.sources.opennebula = vec![source(&endpoint)]).await;
 
-    let (code, ready) = json_response(
-        hub.http()
-            .get(hub.url("/readyz"))
-            .send()
-            .await
-            .expect("req"),
-    )
-    .await;
+    let (code, ready) = hub.get("/readyz").await;
     assert_eq!(code, 200);
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["sources"]["opennebula"][0]["connected"], false);
@@ -139,14 +125,7 @@ async fn an_unreachable_hook_manager_neither_fails_readiness_nor_delays_shutdown
 #[tokio::test]
 async fn without_sources_readyz_is_unchanged() {
     let hub = TestHub::start().await;
-    let (code, ready) = json_response(
-        hub.http()
-            .get(hub.url("/readyz"))
-            .send()
-            .await
-            .expect("req"),
-    )
-    .await;
+    let (code, ready) = hub.get("/readyz").await;
     assert_eq!(code, 200);
     assert_eq!(ready, json!({"clients": 0, "status": "ready"}));
 }

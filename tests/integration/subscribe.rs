@@ -274,8 +274,7 @@ async fn a_plain_http_get_is_told_to_upgrade_and_holds_no_slot() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_the_error_body() {
     let hub = TestHub::start().await;
-    let (status, body) =
-        json_response(hub.http().get(hub.url("/nope")).send().await.expect("req")).await;
+    let (status, body) = hub.get("/nope").await;
     assert_eq!(status, 404);
     assert_error_body(&body, 404);
     let (status, body) = json_response(
@@ -288,23 +287,9 @@ async fn unknown_routes_and_methods_get_the_error_body() {
     .await;
     assert_eq!(status, 405);
     assert_error_body(&body, 405);
-    let (status, body) = json_response(
-        hub.http()
-            .get(hub.url("/api/healthz"))
-            .send()
-            .await
-            .expect("req"),
-    )
-    .await;
+    let (status, body) = hub.get("/api/healthz").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
-    let (status, _) = json_response(
-        hub.http()
-            .get(hub.url("/readyz"))
-            .send()
-            .await
-            .expect("req"),
-    )
-    .await;
+    let (status, _) = hub.get("/readyz").await;
     assert_eq!(status, 200);
 }
 

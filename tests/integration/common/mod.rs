@@ -164,6 +164,18 @@ impl TestHub {
         self.http_from(IpAddr::V4(Ipv4Addr::LOCALHOST))
     }
 
+    /// An unauthenticated `GET`; returns status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        json_response(
+            self.http()
+                .get(self.url(path))
+                .send()
+                .await
+                .expect("GET request"),
+        )
+        .await
+    }
+
     /// `POST /v1/events` with a publisher token; returns status and JSON body.
     pub async fn publish(&self, body: &Value) -> (u16, Value) {
         let response = self
