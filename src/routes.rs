@@ -402,36 +402,14 @@ async fn history(
         ))
     })?;
     let hub = &app.hub;
-    let other_epoch = epoch.is_some_and(|e| e != hub.epoch());
+    let other_epoch = epoch.filter(|&e| e != hub.epoch());
     // A cursor from another epoch means nothing here: start from the oldest kept event.
-    let after = if other_epoch { 0 } else { since };
+    let after = if other_epoch.is_some() { 0 } else { since };
     let page = hub.history(channel, after, limit);
-    let missed = page
-        .oldest_seq
-        .is_some_and(|oldest| oldest > after.saturating_add(1))
-        || (page.oldest_seq.is_none() && page.last_seq > after);
-    let reason = if other_epoch {
-        Some(format!(
-            "epoch {} is not the hub's epoch {}: the hub restarted and its earlier history is gone",
-            epoch.unwrap_or_default(),
-            hub.epoch()
-        ))
-    } else if after > page.last_seq {
-        Some(format!(
-            "since {after} is ahead of the newest event ({}); it comes from before a restart",
-            page.last_seq
-        ))
-    } else if missed {
-        Some(match page.oldest_seq {
-            Some(oldest) => format!(
-                "history starts at seq {oldest}; events after {after} before it are no longer kept"
-            ),
-            None => {
-                format!("events after seq {after} are no longer kept (history is off or expired)")
-            }
-        })
-    } else {
-        None
+    let reason = match (other_epoch, &page.gap) {
+        (Some(epoch), _) => Some(hub.other_epoch(epoch)),
+        (None, Some(gap)) => Some(gap.describe(channels.name(channel), after)),
+        (None, None) => None,
     };
     let reply = HistoryReply {
         event_type: channels.name(channel),

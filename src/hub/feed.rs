@@ -72,9 +72,7 @@ impl Feed {
             live: BroadcastStream::new(receiver),
         }
     }
-}
 
-impl Feed {
     /// Whether events from the history are still to come before the live ones.
     pub fn is_replaying(&self) -> bool {
         self.replay.is_some()

@@ -180,6 +180,8 @@ pub struct HistoryPage {
     pub next_since: u64,
     pub oldest_seq: Option<u64>,
     pub last_seq: u64,
+    /// Why the page does not continue right after `after`, if it does not.
+    pub gap: Option<Gap>,
 }
 
 /// One channel: its broadcast sender and its history. The log's lock is held while an event
@@ -271,12 +273,8 @@ impl Hub {
             ));
         }
         let epoch_matches = resume.epoch.is_none_or(|e| e == self.epoch);
-        if !epoch_matches && !resume.since.is_empty() {
-            recovery.reasons.push(format!(
-                "epoch {} is not the hub's epoch {}: the hub restarted and its earlier history is gone",
-                resume.epoch.unwrap_or_default(),
-                self.epoch
-            ));
+        if let (false, Some(epoch)) = (epoch_matches || resume.since.is_empty(), resume.epoch) {
+            recovery.reasons.push(self.other_epoch(epoch));
         }
         let now = Instant::now();
         let mut feeds = Vec::with_capacity(subscriptions.len());
@@ -349,15 +347,26 @@ impl Hub {
             .read_exact(from, until, limit, Instant::now())
     }
 
+    /// Why a cursor from `epoch` means nothing here.
+    pub fn other_epoch(&self, epoch: u64) -> String {
+        format!(
+            "epoch {epoch} is not the hub's epoch {}: the hub restarted and its earlier history is gone",
+            self.epoch
+        )
+    }
+
     /// The channel and seq of a kept event, by its id.
     pub fn locate(&self, id: &str) -> Option<(ChannelId, u64)> {
         (0..self.lanes.len()).find_map(|c| self.log(c).find(id).map(|seq| (c, seq)))
     }
 
-    /// Up to `limit` kept events of `channel` after seq `after`, oldest first.
+    /// Up to `limit` kept events of `channel` after seq `after`, oldest first; from the oldest
+    /// kept one when the history no longer reaches back to `after` (then `gap` says so).
     pub fn history(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryPage {
         let mut log = self.log(channel);
-        let frames = log.read(after.saturating_add(1), u64::MAX, limit, Instant::now());
+        let now = Instant::now();
+        let gap = log.covers(after, now).err();
+        let frames = log.read(after.saturating_add(1), u64::MAX, limit, now);
         let next_since = match (frames.len(), log.oldest_seq()) {
             (0, _) | (_, None) => log.last_seq(),
             (n, Some(oldest)) => after.saturating_add(1).max(oldest) + n as u64 - 1,
@@ -367,6 +376,7 @@ impl Hub {
             next_since,
             oldest_seq: log.oldest_seq(),
             last_seq: log.last_seq(),
+            gap,
         }
     }
 
