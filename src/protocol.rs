@@ -209,6 +209,13 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ClientMessageEr
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| ClientMessageError::Malformed(e.to_string()))?;
     let object = value.as_object().ok_or(ClientMessageError::NotAnObject)?;
+    client_message(object)
+}
+
+/// The hub's own message, from a parsed object.
+fn client_message(
+    object: &serde_json::Map<String, serde_json::Value>,
+) -> Result<ClientMessage, ClientMessageError> {
     let channel = ["event_type", "type"]
         .iter()
         .find_map(|key| object.get(*key).and_then(|v| v.as_str()))
@@ -324,7 +331,7 @@ pub fn parse_request(text: &str) -> Result<Request, ClientMessageError> {
     };
     let has_channel = object.contains_key("event_type") || object.contains_key("type");
     if has_channel || !object.contains_key("namespace") {
-        return parse_client_message(text).map(Request::Hub);
+        return client_message(object).map(Request::Hub);
     }
     let text_of = |key: &str| {
         object
