@@ -67,11 +67,15 @@ async fn subscribe(
     check_origin(&app.settings.admission.allowed_origins, &headers)?;
 
     let pairs: Vec<(String, String)> = auth::form_pairs(query.as_deref().unwrap_or("")).collect();
-    let requested = pairs
-        .iter()
-        .filter(|(k, _)| k == "event_types")
-        .flat_map(|(_, v)| protocol::split_event_types(v))
-        .collect::<Vec<_>>();
+    // Every `event_types` value, merged before the names are normalised and de-duplicated.
+    let requested = protocol::split_event_types(
+        &pairs
+            .iter()
+            .filter(|(k, _)| k == "event_types")
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     let channels = app.hub.channels();
     let resolved = channels.resolve(&requested);
     let subscriptions: Vec<ChannelId> = channels.subscription_list(&resolved.known);

@@ -501,3 +501,19 @@ async fn polling_clients_read_the_history_over_rest() {
         .expect("request");
     assert_bearer_challenge(&response);
 }
+
+#[tokio::test]
+async fn a_resume_with_a_repeated_event_types_parameter_replays_each_event_once() {
+    let hub = TestHub::start().await;
+    publish_range(&hub, "pdfm", 0..3).await;
+    let query = "event_types=pdfm&event_types=PDFM,pdfm&since=pdfm:0";
+    let (mut ws, welcome) = connect_with(&hub, ip(1), "alice", query).await;
+    for expected in 1..=3 {
+        assert_eq!(seq(&next_json(&mut ws).await), expected);
+    }
+    // The next frame is the next live event, not a second copy of the replay.
+    publish_range(&hub, "pdfm", 3..4).await;
+    assert_eq!(seq(&next_json(&mut ws).await), 4);
+    assert_eq!(welcome["subscriptions"], json!(["pdfm", "global"]));
+    assert_eq!(welcome["recovered"], true);
+}

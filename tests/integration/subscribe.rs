@@ -330,3 +330,23 @@ async fn an_audience_array_is_accepted_when_it_contains_ours() {
     let mut ws = hub.connect(ip(1), &token, "").await.expect("handshake");
     assert_eq!(next_json(&mut ws).await["event_type"], "global");
 }
+
+#[tokio::test]
+async fn a_repeated_event_types_parameter_subscribes_to_each_channel_once() {
+    let hub = TestHub::start().await;
+    let path = "/v1/ws/subscribe?event_types=pdfm&event_types=PDFM,pdfm&event_types=bogus,Bogus";
+    let auth = format!("Bearer {}", hub.reader("alice"));
+    let mut ws = hub
+        .handshake(ip(1), path, &[("authorization", auth.as_str())])
+        .await
+        .expect("handshake");
+    let welcome = next_json(&mut ws).await;
+    assert_eq!(
+        welcome["body"]["subscriptions"],
+        serde_json::json!(["pdfm", "global"])
+    );
+    assert_eq!(
+        welcome["body"]["ignored_event_types"],
+        serde_json::json!(["bogus"])
+    );
+}
