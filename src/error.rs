@@ -37,6 +37,11 @@ pub enum ApiError {
     TooManyConnections(String),
     #[error("{0}")]
     RequestTimeout(String),
+    /// A request line hyper refused before routing (see `refusal_body`).
+    #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
+    HeadersTooLarge(String),
 }
 
 /// The refusal's message, attached to the response so the request log can say why.
@@ -65,6 +70,8 @@ impl ApiError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -83,6 +90,21 @@ impl ApiError {
             Self::Unavailable(_) => "unavailable",
             Self::TooManyConnections(_) => "too_many_connections",
             Self::RequestTimeout(_) => "request_timeout",
+            Self::UriTooLong(_) => "uri_too_long",
+            Self::HeadersTooLarge(_) => "headers_too_large",
+        }
+    }
+
+    /// The SPEC's error body, serialised.
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.error_body()).unwrap_or_default()
+    }
+
+    fn error_body(&self) -> ErrorBody<'static> {
+        ErrorBody {
+            code: self.status().as_u16(),
+            error: self.kind(),
+            message: self.to_string(),
         }
     }
 }
@@ -91,15 +113,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let message = self.to_string();
-        let mut response = (
-            status,
-            axum::Json(ErrorBody {
-                code: status.as_u16(),
-                error: self.kind(),
-                message: message.clone(),
-            }),
-        )
-            .into_response();
+        let mut response = (status, axum::Json(self.error_body())).into_response();
         response.extensions_mut().insert(Refusal(message));
         if status == StatusCode::UNAUTHORIZED {
             response

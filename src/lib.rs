@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod protocol;
+pub mod refusal_body;
 pub mod routes;
 pub mod server;
 pub mod sources;

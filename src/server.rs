@@ -26,6 +26,7 @@ use crate::admission::{Admission, ClientIpResolver};
 use crate::auth::Authenticator;
 use crate::config::{ConfigError, Settings};
 use crate::hub::Hub;
+use crate::refusal_body::RefusalBody;
 use crate::routes;
 use crate::sources::Sources;
 use crate::ws::SessionSettings;
@@ -190,7 +191,7 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     let connection = builder
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(RefusalBody::new(tcp)), service)
         .with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {

@@ -6,6 +6,7 @@ mod admission;
 mod binary;
 mod delivery;
 mod hardening;
+mod http_limits;
 mod inband;
 mod messages;
 mod publish;
