@@ -57,9 +57,23 @@ fn status(hub: &TestHub) -> Value {
     hub.state.sources.status()["opennebula"][0].clone()
 }
 
-const VM_RUNNING: &str = "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>VM</HOOK_OBJECT>\
-    <STATE>ACTIVE</STATE><LCM_STATE>RUNNING</LCM_STATE><RESOURCE_ID>9</RESOURCE_ID>\
-    <REMOTE_HOST>node-2</REMOTE_HOST><VM><ID>9</ID><NAME>cache</NAME></VM></HOOK_MESSAGE>";
+/// `HookStateVM::format_message` (OpenNebula/one `src/hm/HookStateVM.cc`), abridged `<VM>`.
+fn vm_document(id: u64, state: &str, lcm_state: &str) -> String {
+    format!(
+        "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>VM</HOOK_OBJECT>\
+         <STATE>{state}</STATE><LCM_STATE>{lcm_state}</LCM_STATE><RESOURCE_ID>{id}</RESOURCE_ID>\
+         <REMOTE_HOST>node-2</REMOTE_HOST><VM><ID>{id}</ID><UID>0</UID><GID>0</GID>\
+         <UNAME>oneadmin</UNAME><GNAME>oneadmin</GNAME><NAME>cache</NAME></VM></HOOK_MESSAGE>"
+    )
+}
+
+/// The keys `src/hm_mad/one_hm.rb` (`key`) publishes one VM state change under, in order.
+fn vm_keys(id: u64, state: &str, lcm_state: &str) -> [String; 2] {
+    [
+        format!("EVENT VM {id}/{state}/{lcm_state} "),
+        format!("EVENT STATE VM/{state}/{lcm_state}/{id} "),
+    ]
+}
 
 #[tokio::test]
 async fn hook_manager_events_reach_subscribers_and_shutdown_stops_the_bridge() {
@@ -68,18 +82,29 @@ async fn hook_manager_events_reach_subscribers_and_shutdown_stops_the_bridge() {
     let mut hub = TestHub::start_with(|s| s.sources.opennebula = vec![source(&endpoint)]).await;
     let (mut ws, _) = hub.subscribe(ip(1), "sre", "orchestrator").await;
 
-    // Slow joiner: send a message the bridge skips until it has seen one.
+    // Slow joiner: send a message the bridge skips until it has seen one (each probe another
+    // image, so none is a copy of the one before).
+    let mut probe = 0;
     eventually("the bridge to subscribe", || {
+        probe += 1;
         one.send(
-            "EVENT STATE IMAGE/READY/",
-            "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE></HOOK_MESSAGE>",
+            &format!("EVENT IMAGE {probe}/READY/ "),
+            &format!(
+                "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>IMAGE</HOOK_OBJECT>\
+                      <RESOURCE_ID>{probe}</RESOURCE_ID></HOOK_MESSAGE>"
+            ),
         );
         status(&hub)["skipped"].as_u64() > Some(0)
     })
     .await;
     assert_eq!(status(&hub)["connected"], true);
 
-    one.send("EVENT STATE VM/ACTIVE/RUNNING", VM_RUNNING);
+    // Each change goes out under both keys, as one_hm.rb sends it: one event each.
+    for (state, lcm) in [("ACTIVE", "RUNNING"), ("POWEROFF", "LCM_INIT")] {
+        for key in vm_keys(9, state, lcm) {
+            one.send(&key, &vm_document(9, state, lcm));
+        }
+    }
     let frame = next_json(&mut ws).await;
     assert_eq!(frame["event_type"], "orchestrator");
     assert_eq!(frame["message"], "VM_STATE_CHANGED");
@@ -88,13 +113,23 @@ async fn hook_manager_events_reach_subscribers_and_shutdown_stops_the_bridge() {
         json!({"source": "opennebula", "vm_id": 9, "name": "cache", "current_state": "running",
                "state": "ACTIVE", "lcm_state": "RUNNING", "host": "node-2"})
     );
+    let next = next_json(&mut ws).await;
+    assert_eq!(next["body"]["current_state"], "poweroff");
+    assert_eq!(next["body"]["previous_state"], "running");
+    assert_eq!(next["seq"].as_u64(), frame["seq"].as_u64().map(|s| s + 1));
 
     // The bridge counts an event once Hub::publish returns, which can be just after the
     // subscriber has it.
-    eventually("the event to be counted", || status(&hub)["published"] == 1).await;
+    eventually("the events to be counted", || {
+        status(&hub)["published"] == 2
+    })
+    .await;
     let (code, ready) = hub.get("/readyz").await;
     assert_eq!(code, 200);
-    assert_eq!(ready["sources"]["opennebula"][0]["published"], 1);
+    let counted = &ready["sources"]["opennebula"][0];
+    assert_eq!(counted["published"], 2);
+    assert_eq!(counted["skipped_by"]["copies"], 2);
+    assert_eq!(counted["malformed"]["unknown_key"], 0);
 
     let started = Instant::now();
     assert_eq!(hub.shutdown().await, Stopped::Drained);

@@ -1,11 +1,16 @@
 //! Hook Manager messages → hub events, with stable names and bodies in the style of the Events
 //! Hub guides (`VM_STATE_CHANGED` with `vm_id`, `current_state`, `previous_state`, …).
 //!
-//! | key | events |
+//! | key (see `message`) | events |
 //! | --- | --- |
-//! | `EVENT STATE VM/<STATE>/<LCM_STATE>` | `VM_STATE_CHANGED` |
-//! | `EVENT STATE HOST/<STATE>/` | `HOST_STATE_CHANGED`, then `HOST_HEALTH_UPDATE` when the health word changed |
+//! | `EVENT VM …`, `EVENT STATE VM/…`, `EVENT SERVICE …` | `VM_STATE_CHANGED`, once per change |
+//! | `EVENT HOST …`, `EVENT STATE HOST/…` | `HOST_STATE_CHANGED`, then `HOST_HEALTH_UPDATE` when the health word changed |
 //! | `EVENT API <call> <0\|1>` | `API_CALL` |
+//! | `EVENT IMAGE …`, `EVENT NET …`, `RETRY` | none, counted as skipped by name |
+//!
+//! OpenNebula publishes each state change two or three times, one key after the other with
+//! the same content: a message whose content is that of the state message just before it is
+//! a copy and is skipped, so each change is published once whichever keys are subscribed to.
 //!
 //! Every body carries `source: "opennebula"`. The mapper remembers each VM's and host's last
 //! state (bounded, see [`StateMemory`]) to fill `previous_state`.
@@ -14,7 +19,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::memory::StateMemory;
-use super::message::{self, Key, Malformed};
+use super::message::{self, Key, Malformed, StateHook, StateKey};
 use crate::config::OpenNebulaSource;
 
 const SOURCE: &str = "opennebula";
@@ -30,9 +35,41 @@ pub struct Mapped {
 #[derive(Debug)]
 pub enum Outcome {
     Publish(Vec<Mapped>),
-    /// Received and understood, but not forwarded (a kind not configured, `RETRY`, an object
-    /// the bridge does not map). The reason is for debug logs.
-    Skip(&'static str),
+    /// Received and understood, but not forwarded.
+    Skip(Skipped),
+}
+
+/// Why a well-formed message was not forwarded. Each variant is one counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    /// Another copy of the state change just handled.
+    Copy,
+    /// A kind not in `kinds`.
+    NotForwarded,
+    /// `RETRY`: a hook retry, for the Hook Execution Manager.
+    Retry,
+    /// State changes of images and virtual networks, which the bridge does not map.
+    Image,
+    Net,
+    /// A state change of an object OpenNebula did not publish when this was written.
+    OtherObject,
+}
+
+/// The counters' names in `/readyz`, in [`Skipped`] order.
+pub const SKIPPED_KINDS: [&str; 6] = [
+    "copies",
+    "not_forwarded",
+    "retry",
+    "image",
+    "net",
+    "other_objects",
+];
+
+impl Skipped {
+    /// Index into [`SKIPPED_KINDS`].
+    pub fn kind(self) -> usize {
+        self as usize
+    }
 }
 
 /// The kinds a source forwards (`kinds` in its settings).
@@ -54,11 +91,26 @@ impl Kinds {
     }
 }
 
+/// What a key says about a state change, checked against the document it came with.
+#[derive(Debug, Clone, Copy)]
+enum Claim<'a> {
+    State(&'a StateKey),
+    Service(u64),
+}
+
+/// The state a key and its document agree on.
+struct Change {
+    state: String,
+    lcm_state: String,
+}
+
 pub struct Mapper {
     kinds: Kinds,
     include_xml: bool,
     vms: StateMemory,
     hosts: StateMemory,
+    /// The content of the last state message, to recognise its copies.
+    last_state: Option<Vec<u8>>,
 }
 
 impl Mapper {
@@ -68,61 +120,83 @@ impl Mapper {
             include_xml: settings.include_xml,
             vms: StateMemory::new(settings.max_tracked_objects),
             hosts: StateMemory::new(settings.max_tracked_objects),
+            last_state: None,
         }
     }
 
     /// Maps one ZeroMQ message (its frames). The key is checked first, so messages of kinds
-    /// that are not forwarded are never decoded.
+    /// that are not forwarded, and copies, are never decoded.
     pub fn map(&mut self, frames: &[&[u8]]) -> Result<Outcome, Malformed> {
         let [key, content] = frames else {
             return Err(Malformed::Frames(frames.len()));
         };
         match message::parse_key(key)? {
-            Key::VmState { .. } if !self.kinds.vm_state => {
-                Ok(Outcome::Skip("vm_state not forwarded"))
-            }
-            Key::HostState { .. } if !self.kinds.host_state => {
-                Ok(Outcome::Skip("host_state not forwarded"))
-            }
-            Key::Api { .. } if !self.kinds.api => Ok(Outcome::Skip("api not forwarded")),
-            Key::OtherState { .. } => Ok(Outcome::Skip("state change of an object not bridged")),
-            Key::Retry => Ok(Outcome::Skip("RETRY is for the Hook Execution Manager")),
-            Key::VmState { state, lcm_state } => {
-                let xml = message::decode_content(content)?;
-                let hook = message::parse_state(&xml, "VM")?;
-                Ok(Outcome::Publish(self.vm(&hook, &state, &lcm_state, &xml)?))
-            }
-            Key::HostState { state } => {
-                let xml = message::decode_content(content)?;
-                let hook = message::parse_state(&xml, "HOST")?;
-                Ok(Outcome::Publish(self.host(&hook, &state, &xml)?))
-            }
-            Key::Api { call, success } => {
-                let xml = message::decode_content(content)?;
-                let hook = message::parse_api(&xml, &call, success)?;
-                let body = ApiCall {
-                    source: SOURCE,
-                    call: &call,
-                    success,
-                    resource_id: hook.resource_id,
-                    error: hook.error.as_deref(),
-                    xml: self.xml(&xml),
-                };
-                Ok(Outcome::Publish(vec![mapped("API_CALL", &body)?]))
-            }
+            Key::Retry => Ok(Outcome::Skip(Skipped::Retry)),
+            Key::Api { .. } if !self.kinds.api => Ok(Outcome::Skip(Skipped::NotForwarded)),
+            Key::Api { call, success } => self.api(&call, success, content),
+            Key::State(key) => self.state_change(Claim::State(&key), content),
+            Key::Service { service_id } => self.state_change(Claim::Service(service_id), content),
         }
+    }
+
+    fn state_change(&mut self, claim: Claim<'_>, content: &[u8]) -> Result<Outcome, Malformed> {
+        if self.last_state.as_deref() == Some(content) {
+            return Ok(Outcome::Skip(Skipped::Copy));
+        }
+        self.last_state = Some(content.to_vec());
+        if let Claim::State(key) = claim
+            && let Some(skip) = self.skip_object(&key.object)
+        {
+            return Ok(Outcome::Skip(skip));
+        }
+        let xml = message::decode_content(content)?;
+        let hook = message::parse_state(&xml)?;
+        let change = agree(claim, &hook)?;
+        if let Some(skip) = self.skip_object(&hook.object) {
+            return Ok(Outcome::Skip(skip));
+        }
+        let events = if hook.object == "VM" {
+            self.vm(&hook, &change, &xml)?
+        } else {
+            self.host(&hook, &change, &xml)?
+        };
+        Ok(Outcome::Publish(events))
+    }
+
+    /// Why a state change of `object` is not forwarded, if it is not.
+    fn skip_object(&self, object: &str) -> Option<Skipped> {
+        match object {
+            "VM" => (!self.kinds.vm_state).then_some(Skipped::NotForwarded),
+            "HOST" => (!self.kinds.host_state).then_some(Skipped::NotForwarded),
+            "IMAGE" => Some(Skipped::Image),
+            "NET" => Some(Skipped::Net),
+            _ => Some(Skipped::OtherObject),
+        }
+    }
+
+    fn api(&mut self, call: &str, success: bool, content: &[u8]) -> Result<Outcome, Malformed> {
+        let xml = message::decode_content(content)?;
+        let hook = message::parse_api(&xml, call, success)?;
+        let body = ApiCall {
+            source: SOURCE,
+            call,
+            success,
+            resource_id: hook.resource_id,
+            error: hook.error.as_deref(),
+            xml: self.xml(&xml),
+        };
+        Ok(Outcome::Publish(vec![mapped("API_CALL", &body)?]))
     }
 
     fn vm(
         &mut self,
-        hook: &message::StateHook,
-        state: &str,
-        lcm_state: &str,
+        hook: &StateHook,
+        change: &Change,
         xml: &str,
     ) -> Result<Vec<Mapped>, Malformed> {
-        let current = vm_state_word(state, lcm_state);
+        let current = vm_state_word(&change.state, &change.lcm_state);
         // A VM in DONE is gone for good: forget it rather than let it age out.
-        let previous = if state == "DONE" {
+        let previous = if change.state == "DONE" {
             self.vms.forget(hook.id)
         } else {
             self.vms.replace(hook.id, &current)
@@ -133,9 +207,10 @@ impl Mapper {
             name: hook.name.as_deref(),
             current_state: &current,
             previous_state: previous.as_deref(),
-            state,
-            lcm_state,
+            state: &change.state,
+            lcm_state: &change.lcm_state,
             host: hook.remote_host.as_deref(),
+            service_id: hook.service_id,
             xml: self.xml(xml),
         };
         Ok(vec![mapped("VM_STATE_CHANGED", &body)?])
@@ -143,10 +218,11 @@ impl Mapper {
 
     fn host(
         &mut self,
-        hook: &message::StateHook,
-        state: &str,
+        hook: &StateHook,
+        change: &Change,
         xml: &str,
     ) -> Result<Vec<Mapped>, Malformed> {
+        let state = change.state.as_str();
         let previous = self.hosts.replace(hook.id, state);
         let health = host_health(state);
         let previous_health = previous.as_deref().map(host_health);
@@ -188,6 +264,50 @@ impl Mapper {
     }
 }
 
+/// Checks the key against the document (same object, id, states, service) and returns the
+/// state they agree on. one_hm.rb builds the key from the document, so a mismatch is not
+/// OpenNebula's.
+fn agree(claim: Claim<'_>, hook: &StateHook) -> Result<Change, Malformed> {
+    let schema = |what: String| Err(Malformed::Schema(what));
+    let said = |field: &Option<String>, key: &str| field.as_deref().is_none_or(|f| f == key);
+    match claim {
+        Claim::State(key) => {
+            if hook.object != key.object {
+                return schema(format!(
+                    "HOOK_OBJECT is {:?}, the key says {:?}",
+                    hook.object, key.object
+                ));
+            }
+            if key.id.is_some_and(|id| id != hook.id) || !said(&hook.state, &key.state) {
+                return schema(format!(
+                    "the document is not the key's {} change",
+                    key.object
+                ));
+            }
+            if key.object == "VM" && !said(&hook.lcm_state, &key.lcm_state) {
+                return schema("LCM_STATE is not the key's".into());
+            }
+            Ok(Change {
+                state: key.state.clone(),
+                lcm_state: key.lcm_state.clone(),
+            })
+        }
+        Claim::Service(service_id) => {
+            if hook.service_id != Some(service_id) {
+                return schema(format!("SERVICE_ID is not the key's {service_id}"));
+            }
+            let Some(state) = hook.state.clone() else {
+                return schema("no STATE".into());
+            };
+            let lcm_state = hook.lcm_state.clone().unwrap_or_default();
+            if hook.object == "VM" && lcm_state.is_empty() {
+                return schema("a VM without LCM_STATE".into());
+            }
+            Ok(Change { state, lcm_state })
+        }
+    }
+}
+
 /// The one word the guides use for a VM's state (`running`, `poweroff`): the LCM state while
 /// the VM is ACTIVE, the VM state otherwise (where the LCM state is always LCM_INIT).
 pub fn vm_state_word(state: &str, lcm_state: &str) -> String {
@@ -198,13 +318,14 @@ pub fn vm_state_word(state: &str, lcm_state: &str) -> String {
     }
 }
 
-/// A host state (OpenNebula's `Host::state_to_str`) as a health word.
+/// A host state (`Host::state_to_str` in OpenNebula's `include/Host.h`; the `MONITORING_*`
+/// states are gone since 5.12) as a health word.
 pub fn host_health(state: &str) -> &'static str {
     match state {
-        "MONITORED" | "MONITORING_MONITORED" => "healthy",
-        "ERROR" | "MONITORING_ERROR" => "unhealthy",
-        "INIT" | "MONITORING_INIT" => "initializing",
-        "DISABLED" | "MONITORING_DISABLED" => "disabled",
+        "MONITORED" => "healthy",
+        "ERROR" => "unhealthy",
+        "INIT" => "initializing",
+        "DISABLED" => "disabled",
         "OFFLINE" => "offline",
         _ => "unknown",
     }
@@ -229,6 +350,8 @@ struct VmStateChanged<'a> {
     lcm_state: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     host: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     xml: Option<&'a str>,
 }
@@ -274,101 +397,334 @@ struct ApiCall<'a> {
 
 #[cfg(test)]
 mod tests {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
     use serde_json::{Value, json};
 
+    use super::super::oned::{self, Vm};
     use super::*;
 
     fn settings() -> OpenNebulaSource {
         OpenNebulaSource::with_endpoint("tcp://127.0.0.1:2101")
     }
 
-    fn vm_xml(id: u64, name: &str, state: &str, lcm: &str) -> String {
-        format!(
-            "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>VM</HOOK_OBJECT>\
-             <STATE>{state}</STATE><LCM_STATE>{lcm}</LCM_STATE><RESOURCE_ID>{id}</RESOURCE_ID>\
-             <REMOTE_HOST>node-1</REMOTE_HOST><VM><ID>{id}</ID><NAME>{name}</NAME></VM>\
-             </HOOK_MESSAGE>"
-        )
-    }
-
-    fn host_xml(id: u64, name: &str, state: &str) -> String {
-        format!(
-            "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>HOST</HOOK_OBJECT>\
-             <STATE>{state}</STATE><REMOTE_HOST>{name}</REMOTE_HOST>\
-             <RESOURCE_ID>{id}</RESOURCE_ID><HOST><ID>{id}</ID><NAME>{name}</NAME></HOST>\
-             </HOOK_MESSAGE>"
-        )
-    }
-
-    /// Maps one message given as key + XML (base64-encoded here, as on the wire).
-    fn map(m: &mut Mapper, key: &str, xml: &str) -> Result<Outcome, Malformed> {
-        let content = STANDARD.encode(xml);
-        m.map(&[key.as_bytes(), content.as_bytes()])
-    }
-
-    fn events(outcome: Result<Outcome, Malformed>) -> Vec<(&'static str, Value)> {
-        match outcome {
-            Ok(Outcome::Publish(events)) => events
-                .into_iter()
-                .map(|e| {
-                    let body = serde_json::from_str(e.body.get()).expect("body is JSON");
-                    (e.message, body)
-                })
-                .collect(),
-            other => panic!("expected events, got {other:?}"),
+    fn vm(id: u64, state: &'static str, lcm_state: &'static str) -> Vm<'static> {
+        Vm {
+            id,
+            name: "web-1",
+            state,
+            lcm_state,
+            host: (state == "ACTIVE").then_some("node-1"),
+            service_id: None,
         }
     }
 
-    fn vm(m: &mut Mapper, id: u64, state: &str, lcm: &str) -> Value {
-        let key = format!("EVENT STATE VM/{state}/{lcm}");
-        let mut got = events(map(m, &key, &vm_xml(id, "web-1", state, lcm)));
-        assert_eq!(got.len(), 1);
-        let (message, body) = got.remove(0);
-        assert_eq!(message, "VM_STATE_CHANGED");
-        body
+    fn map_one(m: &mut Mapper, (key, content): &oned::Message) -> Result<Outcome, Malformed> {
+        m.map(&[key.as_bytes(), content.as_bytes()])
     }
 
+    /// Maps every message; returns the events published and what was skipped.
+    fn feed(
+        m: &mut Mapper,
+        messages: &[oned::Message],
+    ) -> (Vec<(&'static str, Value)>, Vec<Skipped>) {
+        let (mut events, mut skipped) = (Vec::new(), Vec::new());
+        for message in messages {
+            match map_one(m, message) {
+                Ok(Outcome::Publish(mapped)) => events.extend(mapped.into_iter().map(|e| {
+                    let body = serde_json::from_str(e.body.get()).expect("body is JSON");
+                    (e.message, body)
+                })),
+                Ok(Outcome::Skip(why)) => skipped.push(why),
+                Err(error) => panic!("{} gave {error}", message.0),
+            }
+        }
+        (events, skipped)
+    }
+
+    const LIFECYCLE: [(&str, &str); 10] = [
+        ("PENDING", "LCM_INIT"),
+        ("ACTIVE", "PROLOG"),
+        ("ACTIVE", "BOOT"),
+        ("ACTIVE", "RUNNING"),
+        ("ACTIVE", "SHUTDOWN_POWEROFF"),
+        ("POWEROFF", "LCM_INIT"),
+        ("ACTIVE", "BOOT_POWEROFF"),
+        ("ACTIVE", "RUNNING"),
+        ("ACTIVE", "EPILOG"),
+        ("DONE", "LCM_INIT"),
+    ];
+
     #[test]
-    fn vm_state_changes_carry_the_remembered_previous_state() {
+    fn a_vm_lifecycle_gives_one_event_per_change_under_both_keys() {
         let mut m = Mapper::new(&settings());
+        let messages: Vec<_> = LIFECYCLE
+            .iter()
+            .flat_map(|(state, lcm)| vm(42, state, lcm).messages())
+            .collect();
+        assert_eq!(messages[0].0, "EVENT VM 42/PENDING/LCM_INIT ");
+        assert_eq!(messages[1].0, "EVENT STATE VM/PENDING/LCM_INIT/42 ");
+        let (events, skipped) = feed(&mut m, &messages);
+        assert_eq!(skipped, [Skipped::Copy; 10]);
+        let words: Vec<_> = events
+            .iter()
+            .map(|(_, b)| b["current_state"].clone())
+            .collect();
         assert_eq!(
-            vm(&mut m, 42, "PENDING", "LCM_INIT"),
+            words,
+            [
+                "pending",
+                "prolog",
+                "boot",
+                "running",
+                "shutdown_poweroff",
+                "poweroff",
+                "boot_poweroff",
+                "running",
+                "epilog",
+                "done"
+            ]
+        );
+        assert_eq!(
+            events[0],
+            (
+                "VM_STATE_CHANGED",
+                json!({"source": "opennebula", "vm_id": 42, "name": "web-1",
+                "current_state": "pending", "state": "PENDING", "lcm_state": "LCM_INIT"})
+            )
+        );
+        assert_eq!(
+            events[3].1,
             json!({"source": "opennebula", "vm_id": 42, "name": "web-1",
-                   "current_state": "pending", "state": "PENDING", "lcm_state": "LCM_INIT",
-                   "host": "node-1"})
+                   "current_state": "running", "previous_state": "boot", "state": "ACTIVE",
+                   "lcm_state": "RUNNING", "host": "node-1"})
         );
-        let running = vm(&mut m, 42, "ACTIVE", "RUNNING");
-        assert_eq!(running["current_state"], "running");
-        assert_eq!(running["previous_state"], "pending");
-        // Another VM has its own memory.
-        assert!(
-            vm(&mut m, 43, "ACTIVE", "RUNNING")
-                .get("previous_state")
-                .is_none()
-        );
-        assert_eq!(
-            vm(&mut m, 42, "POWEROFF", "LCM_INIT")["previous_state"],
-            "running"
-        );
-        assert_eq!(m.remembered(), (2, 0));
+        assert_eq!(events[9].1["previous_state"], "epilog");
+        // DONE forgets the VM.
+        assert_eq!(m.remembered(), (0, 0));
     }
 
     #[test]
-    fn a_vm_in_done_is_forgotten() {
+    fn any_one_key_alone_gives_the_same_event() {
+        let change = Vm {
+            service_id: Some(7),
+            ..vm(5, "ACTIVE", "RUNNING")
+        };
+        let messages = change.messages();
+        assert_eq!(messages[2].0, "EVENT SERVICE 7 ");
+        let mut all = Mapper::new(&settings());
+        let (expected, skipped) = feed(&mut all, &messages);
+        assert_eq!(expected.len(), 1);
+        assert_eq!(skipped, [Skipped::Copy, Skipped::Copy]);
+        assert_eq!(expected[0].1["service_id"], 7);
+        for message in &messages {
+            let mut alone = Mapper::new(&settings());
+            assert_eq!(
+                feed(&mut alone, std::slice::from_ref(message)).0,
+                expected,
+                "{}",
+                message.0
+            );
+        }
+    }
+
+    #[test]
+    fn the_seed_guides_three_part_key_still_maps() {
         let mut m = Mapper::new(&settings());
-        vm(&mut m, 5, "ACTIVE", "RUNNING");
-        let done = vm(&mut m, 5, "DONE", "LCM_INIT");
-        assert_eq!(done["current_state"], "done");
-        assert_eq!(done["previous_state"], "running");
-        assert_eq!(m.remembered(), (0, 0));
-        // The id may be seen again (a restored database): no stale previous_state.
-        assert!(
-            vm(&mut m, 5, "PENDING", "LCM_INIT")
-                .get("previous_state")
-                .is_none()
+        let content = oned::base64(&vm(9, "ACTIVE", "RUNNING").document());
+        let (events, _) = feed(&mut m, &[("EVENT STATE VM/ACTIVE/RUNNING".into(), content)]);
+        assert_eq!(events[0].1["vm_id"], 9);
+        let host = oned::base64(&oned::host_document(3, "node-1", "MONITORED"));
+        let (events, _) = feed(&mut m, &[("EVENT STATE HOST/MONITORED/".into(), host)]);
+        assert_eq!(events[0].1["host_id"], 3);
+    }
+
+    #[test]
+    fn the_same_state_again_later_is_a_new_event() {
+        let mut m = Mapper::new(&settings());
+        let mut messages = vm(1, "ACTIVE", "RUNNING").messages();
+        messages.extend(vm(2, "ACTIVE", "RUNNING").messages());
+        messages.extend(vm(1, "ACTIVE", "RUNNING").messages());
+        let (events, _) = feed(&mut m, &messages);
+        let ids: Vec<_> = events.iter().map(|(_, b)| b["vm_id"].clone()).collect();
+        assert_eq!(ids, [1, 2, 1]);
+    }
+
+    #[test]
+    fn a_host_goes_into_error_and_back() {
+        let mut m = Mapper::new(&settings());
+        let messages: Vec<_> = ["MONITORED", "ERROR", "MONITORED"]
+            .iter()
+            .flat_map(|s| oned::host_messages(3, "node-1", s))
+            .collect();
+        assert_eq!(messages[0].0, "EVENT HOST 3/MONITORED/ ");
+        assert_eq!(messages[1].0, "EVENT STATE HOST/MONITORED//3 ");
+        let (events, skipped) = feed(&mut m, &messages);
+        assert_eq!(skipped, [Skipped::Copy; 3]);
+        let names: Vec<_> = events
+            .iter()
+            .map(|(n, b)| (*n, b["state"].clone()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("HOST_STATE_CHANGED", json!("MONITORED")),
+                ("HOST_HEALTH_UPDATE", json!("healthy")),
+                ("HOST_STATE_CHANGED", json!("ERROR")),
+                ("HOST_HEALTH_UPDATE", json!("unhealthy")),
+                ("HOST_STATE_CHANGED", json!("MONITORED")),
+                ("HOST_HEALTH_UPDATE", json!("healthy")),
+            ]
         );
+        assert_eq!(
+            events[2].1,
+            json!({"source": "opennebula", "host_id": 3, "name": "node-1", "state": "ERROR",
+                   "previous_state": "MONITORED", "health": "unhealthy"})
+        );
+        assert_eq!(events[5].1["previous_state"], "unhealthy");
+    }
+
+    #[test]
+    fn health_words_are_those_of_todays_host_states() {
+        for (state, word) in [
+            ("MONITORED", "healthy"),
+            ("ERROR", "unhealthy"),
+            ("INIT", "initializing"),
+            ("DISABLED", "disabled"),
+            ("OFFLINE", "offline"),
+            ("MONITORING_MONITORED", "unknown"),
+            ("SOMETHING_NEW", "unknown"),
+        ] {
+            assert_eq!(host_health(state), word, "{state}");
+        }
+    }
+
+    #[test]
+    fn api_calls_map_from_their_out_values() {
+        let mut m = Mapper::new(&settings());
+        let ok = oned::api_message(
+            "one.vm.allocate",
+            &["****", "NAME=web", "false"],
+            "12",
+            0,
+            -1,
+        );
+        let failed = oned::api_message(
+            "one.vm.action",
+            &["****", "resume", "42"],
+            "[one.vm.action] Wrong state to perform action",
+            2048,
+            42,
+        );
+        let (events, _) = feed(&mut m, &[ok, failed]);
+        assert_eq!(
+            events,
+            [
+                (
+                    "API_CALL",
+                    json!({"source": "opennebula", "call": "one.vm.allocate",
+                    "success": true, "resource_id": 12})
+                ),
+                (
+                    "API_CALL",
+                    json!({"source": "opennebula", "call": "one.vm.action",
+                    "success": false, "resource_id": 42,
+                    "error": "[one.vm.action] Wrong state to perform action"})
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn api_calls_with_unescaped_parameters_are_still_mapped() {
+        let mut m = Mapper::new(&settings());
+        let template = "NAME=web\nCONTEXT=[START_SCRIPT=\"apt update && apt -y install nginx\"]";
+        let created =
+            oned::api_message("one.vm.allocate", &["****", template, "false"], "13", 0, -1);
+        let refused = oned::api_message(
+            "one.template.instantiate",
+            &["****", "4", "db&cache", "false", template],
+            "[one.template.instantiate] Error: name \"db&cache\" is <invalid>",
+            8192,
+            4,
+        );
+        let (events, _) = feed(&mut m, &[created, refused]);
+        assert_eq!(events[0].1["resource_id"], 13);
+        assert_eq!(
+            events[1].1,
+            json!({"source": "opennebula", "call": "one.template.instantiate", "success": false,
+                   "resource_id": 4,
+                   "error": "[one.template.instantiate] Error: name \"db&cache\" is <invalid>"})
+        );
+        // Without even the OUT layout, the call is still reported.
+        let bare = "<HOOK_MESSAGE><HOOK_TYPE>API</HOOK_TYPE><CALL>one.vm.update</CALL>&&";
+        let message = ("EVENT API one.vm.update 1".into(), oned::base64(bare));
+        let (events, _) = feed(&mut m, &[message]);
+        assert_eq!(
+            events[0].1,
+            json!({"source": "opennebula", "call": "one.vm.update", "success": true})
+        );
+    }
+
+    #[test]
+    fn a_vm_document_with_an_ampersand_is_read_leniently() {
+        let mut m = Mapper::new(&settings());
+        let xml = vm(8, "ACTIVE", "RUNNING")
+            .document()
+            .replace("<UNAME>oneadmin</UNAME>", "<UNAME>r&d</UNAME>");
+        let key = "EVENT VM 8/ACTIVE/RUNNING ".to_owned();
+        let (events, _) = feed(&mut m, &[(key, oned::base64(&xml))]);
+        assert_eq!(events[0].1["name"], "web-1");
+        assert_eq!(events[0].1["host"], "node-1");
+    }
+
+    #[test]
+    fn objects_not_mapped_and_retries_are_skipped_by_name() {
+        let mut m = Mapper::new(&settings());
+        let mut messages = oned::image_messages(5, "READY");
+        messages.push((
+            "EVENT NET 2/READY/ ".into(),
+            oned::base64("<HOOK_MESSAGE/>"),
+        ));
+        messages.push((
+            "EVENT STATE NET/READY//2 ".into(),
+            oned::base64("<HOOK_MESSAGE/>"),
+        ));
+        messages.push(("EVENT ZONE 1/ON/ ".into(), oned::base64("zone")));
+        messages.push(oned::retry_message(3));
+        let (events, skipped) = feed(&mut m, &messages);
+        assert!(events.is_empty());
+        assert_eq!(
+            skipped,
+            [
+                Skipped::Image,
+                Skipped::Copy,
+                Skipped::Net,
+                Skipped::Copy,
+                Skipped::OtherObject,
+                Skipped::Retry
+            ]
+        );
+    }
+
+    #[test]
+    fn kinds_not_forwarded_are_skipped_without_decoding() {
+        let mut s = settings();
+        s.kinds = vec!["api".into()];
+        let mut m = Mapper::new(&s);
+        for key in ["EVENT VM 1/ACTIVE/RUNNING ", "EVENT STATE HOST/ERROR//2 "] {
+            let got = m.map(&[key.as_bytes(), key.as_bytes()]);
+            assert!(
+                matches!(got, Ok(Outcome::Skip(Skipped::NotForwarded))),
+                "{key}: {got:?}"
+            );
+        }
+        // A service copy names no object: its document says it is a VM.
+        let service = Vm {
+            service_id: Some(1),
+            ..vm(1, "ACTIVE", "RUNNING")
+        }
+        .messages();
+        let (_, skipped) = feed(&mut m, &service[2..]);
+        assert_eq!(skipped, [Skipped::NotForwarded]);
     }
 
     #[test]
@@ -377,164 +733,66 @@ mod tests {
         s.max_tracked_objects = 2;
         let mut m = Mapper::new(&s);
         for id in 0..10 {
-            vm(&mut m, id, "ACTIVE", "RUNNING");
+            feed(&mut m, &vm(id, "ACTIVE", "RUNNING").messages());
         }
         assert_eq!(m.remembered(), (2, 0));
-        // The most recent two are still known.
-        assert_eq!(
-            vm(&mut m, 9, "ACTIVE", "EPILOG")["previous_state"],
-            "running"
-        );
-        assert!(
-            vm(&mut m, 0, "ACTIVE", "EPILOG")
-                .get("previous_state")
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn host_state_changes_and_health_updates() {
-        let mut m = Mapper::new(&settings());
-        let host = |m: &mut Mapper, state: &str| {
-            let key = format!("EVENT STATE HOST/{state}/");
-            events(map(m, &key, &host_xml(3, "node-1", state)))
-        };
-        let first = host(&mut m, "INIT");
-        assert_eq!(
-            first,
-            [
-                (
-                    "HOST_STATE_CHANGED",
-                    json!({"source": "opennebula", "host_id": 3, "name": "node-1",
-                           "state": "INIT", "health": "initializing"})
-                ),
-                (
-                    "HOST_HEALTH_UPDATE",
-                    json!({"source": "opennebula", "host_id": 3, "name": "node-1",
-                           "state": "initializing"})
-                ),
-            ]
-        );
-        let monitored = host(&mut m, "MONITORED");
-        assert_eq!(monitored[0].1["previous_state"], "INIT");
-        assert_eq!(monitored[0].1["health"], "healthy");
-        assert_eq!(
-            monitored[1],
-            (
-                "HOST_HEALTH_UPDATE",
-                json!({"source": "opennebula", "host_id": 3, "name": "node-1",
-                       "state": "healthy", "previous_state": "initializing"})
-            )
-        );
-        // Same health word: the state change alone.
-        let again = host(&mut m, "MONITORING_MONITORED");
-        assert_eq!(again.len(), 1);
-        assert_eq!(again[0].0, "HOST_STATE_CHANGED");
-        let error = host(&mut m, "ERROR");
-        assert_eq!(error[1].1["state"], "unhealthy");
-        assert_eq!(error[1].1["previous_state"], "healthy");
-    }
-
-    #[test]
-    fn health_words() {
-        for (state, word) in [
-            ("MONITORED", "healthy"),
-            ("MONITORING_MONITORED", "healthy"),
-            ("ERROR", "unhealthy"),
-            ("MONITORING_ERROR", "unhealthy"),
-            ("INIT", "initializing"),
-            ("MONITORING_INIT", "initializing"),
-            ("DISABLED", "disabled"),
-            ("MONITORING_DISABLED", "disabled"),
-            ("OFFLINE", "offline"),
-            ("SOMETHING_NEW", "unknown"),
-        ] {
-            assert_eq!(host_health(state), word, "{state}");
-        }
-    }
-
-    #[test]
-    fn api_calls() {
-        let mut m = Mapper::new(&settings());
-        let xml = "<HOOK_MESSAGE><HOOK_TYPE>API</HOOK_TYPE><CALL>one.vm.allocate</CALL>\
-            <CALL_INFO><RESULT>1</RESULT><PARAMETERS>\
-            <PARAMETER><POSITION>1</POSITION><TYPE>IN</TYPE><VALUE>****</VALUE></PARAMETER>\
-            <PARAMETER><POSITION>1</POSITION><TYPE>OUT</TYPE><VALUE>true</VALUE></PARAMETER>\
-            <PARAMETER><POSITION>2</POSITION><TYPE>OUT</TYPE><VALUE>12</VALUE></PARAMETER>\
-            </PARAMETERS><EXTRA/></CALL_INFO></HOOK_MESSAGE>";
-        assert_eq!(
-            events(map(&mut m, "EVENT API one.vm.allocate 1", xml)),
-            [(
-                "API_CALL",
-                json!({"source": "opennebula", "call": "one.vm.allocate", "success": true,
-                       "resource_id": 12})
-            )]
-        );
+        let (events, _) = feed(&mut m, &vm(9, "ACTIVE", "EPILOG").messages());
+        assert_eq!(events[0].1["previous_state"], "running");
+        let (events, _) = feed(&mut m, &vm(0, "ACTIVE", "EPILOG").messages());
+        assert!(events[0].1.get("previous_state").is_none());
     }
 
     #[test]
     fn the_decoded_xml_is_opt_in() {
         let mut s = settings();
         s.include_xml = true;
-        let mut m = Mapper::new(&s);
-        let xml = vm_xml(1, "a", "ACTIVE", "RUNNING");
-        let got = events(map(&mut m, "EVENT STATE VM/ACTIVE/RUNNING", &xml));
-        assert_eq!(got[0].1["xml"], xml.as_str());
-        let mut plain = Mapper::new(&settings());
-        let got = events(map(&mut plain, "EVENT STATE VM/ACTIVE/RUNNING", &xml));
-        assert!(got[0].1.get("xml").is_none());
-    }
-
-    #[test]
-    fn kinds_not_forwarded_are_skipped_without_decoding() {
-        let mut s = settings();
-        s.kinds = vec!["api".into()];
-        let mut m = Mapper::new(&s);
-        // Content that would be malformed is not even looked at.
-        for key in ["EVENT STATE VM/ACTIVE/RUNNING", "EVENT STATE HOST/ERROR/"] {
-            assert!(matches!(
-                m.map(&[key.as_bytes(), b"!!not base64!!"]),
-                Ok(Outcome::Skip(_))
-            ));
-        }
-        for key in [
-            "RETRY",
-            "EVENT STATE IMAGE/READY/",
-            "EVENT STATE NET/READY/",
-        ] {
-            assert!(matches!(
-                m.map(&[key.as_bytes(), b""]),
-                Ok(Outcome::Skip(_))
-            ));
-        }
+        let change = vm(1, "ACTIVE", "RUNNING");
+        let (events, _) = feed(&mut Mapper::new(&s), &change.messages());
+        assert_eq!(events[0].1["xml"], change.document());
+        let (events, _) = feed(&mut Mapper::new(&settings()), &change.messages());
+        assert!(events[0].1.get("xml").is_none());
     }
 
     #[test]
     fn malformed_messages_are_errors_of_their_kind_and_change_nothing() {
-        let mut m = Mapper::new(&settings());
-        let good = STANDARD.encode(vm_xml(1, "a", "ACTIVE", "RUNNING"));
-        let cases: [(&[&[u8]], usize); 7] = [
-            (&[b"EVENT STATE VM/ACTIVE/RUNNING"], 0),
-            (
-                &[b"EVENT STATE VM/ACTIVE/RUNNING", good.as_bytes(), b"x"],
-                0,
-            ),
+        let good = oned::base64(&vm(1, "ACTIVE", "RUNNING").document());
+        let bomb = oned::base64(
+            "<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\">\
+             <!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\">]>\
+             <HOOK_MESSAGE><HOOK_TYPE>API</HOOK_TYPE><CALL>one.vm.allocate</CALL>&lol2;\
+             </HOOK_MESSAGE>",
+        );
+        let cases: [(&[&[u8]], usize); 10] = [
+            (&[b"EVENT VM 1/ACTIVE/RUNNING "], 0),
+            (&[b"EVENT VM 1/ACTIVE/RUNNING ", good.as_bytes(), b"x"], 0),
             (&[b"EVENT NOPE", good.as_bytes()], 1),
-            (&[b"EVENT STATE VM/ACTIVE/RUNNING", b"%%%"], 2),
-            (
-                &[b"EVENT STATE VM/ACTIVE/RUNNING", b"PEhPT0tfTUVTU0FHRT4="],
-                3,
-            ),
-            (&[b"EVENT STATE HOST/ERROR/", good.as_bytes()], 4),
+            (&[b"EVENT VM 1/ACTIVE/ ", good.as_bytes()], 1),
+            (&[b"EVENT VM 1/ACTIVE/RUNNING ", b"%%%"], 2),
+            (&[b"EVENT VM 2/ACTIVE/RUNNING ", b"PEhPT0tfTUVTU0FHRT4="], 3),
+            (&[b"EVENT API one.vm.allocate 1", bomb.as_bytes()], 3),
+            (&[b"EVENT HOST 1/ERROR/ ", good.as_bytes()], 4),
+            (&[b"EVENT STATE VM/ACTIVE/RUNNING/2 ", good.as_bytes()], 4),
             (&[b"EVENT API one.vm.allocate 1", good.as_bytes()], 4),
         ];
+        let mut m = Mapper::new(&settings());
         for (frames, kind) in cases {
             let err = m.map(frames).err();
             assert_eq!(err.as_ref().map(Malformed::kind), Some(kind), "{err:?}");
+            // Nothing is remembered of a malformed message but its content, for its copies.
+            m.last_state = None;
         }
         assert_eq!(m.remembered(), (0, 0));
-        // And the next good message maps as if nothing happened.
-        let got = events(m.map(&[b"EVENT STATE VM/ACTIVE/RUNNING", good.as_bytes()]));
-        assert!(got[0].1.get("previous_state").is_none());
+        let (events, _) = feed(&mut m, &vm(1, "ACTIVE", "RUNNING").messages());
+        assert!(events[0].1.get("previous_state").is_none());
+    }
+
+    #[test]
+    fn a_malformed_state_message_is_counted_once_not_per_copy() {
+        let mut m = Mapper::new(&settings());
+        let content = b"%%%".as_slice();
+        let first = m.map(&[b"EVENT VM 1/ACTIVE/RUNNING ", content]);
+        assert!(matches!(first, Err(Malformed::Base64(_))));
+        let copy = m.map(&[b"EVENT STATE VM/ACTIVE/RUNNING/1 ", content]);
+        assert!(matches!(copy, Ok(Outcome::Skip(Skipped::Copy))));
     }
 }

@@ -1,7 +1,23 @@
 //! The Hook Manager's wire format, decoded: a two-frame ZeroMQ message whose first frame is a
-//! key (`EVENT STATE VM/ACTIVE/RUNNING`, `EVENT STATE HOST/MONITORED/`,
-//! `EVENT API one.vm.allocate 1`, `RETRY`) and whose second is a base64 `HOOK_MESSAGE` XML
-//! document (OpenNebula's `hook_message_state.xsd` / `hook_message_api.xsd`).
+//! key and whose second is a base64 `HOOK_MESSAGE` XML document.
+//!
+//! The keys are the ones `src/hm_mad/one_hm.rb` (OpenNebula/one, functions `key` and
+//! `action_retry`) publishes since 5.10. One state change goes out under two or three keys,
+//! each followed by the same content:
+//!
+//! | key | when |
+//! | --- | --- |
+//! | `EVENT VM <id>/<STATE>/<LCM_STATE> ` | every VM state change (note the trailing space) |
+//! | `EVENT STATE VM/<STATE>/<LCM_STATE>/<id> ` | the same change again |
+//! | `EVENT SERVICE <service_id> ` | the same change a third time, for a VM of a OneFlow service |
+//! | `EVENT HOST <id>/<STATE>/ `, `EVENT STATE HOST/<STATE>//<id> ` | a host (no LCM state) |
+//! | `EVENT IMAGE …`, `EVENT NET …` | images and virtual networks, in the same two forms |
+//! | `EVENT API <call> <1\|0>` | an API call and whether it succeeded |
+//! | `RETRY` | a hook retry for the Hook Execution Manager; content `<base64> <params>` |
+//!
+//! The 5.9 beta's `EVENT STATE VM/<STATE>/<LCM_STATE>` (no id), shown on the seed guide, is
+//! read too. The documents follow `share/doc/xsd/hook_message_{state,api}.xsd`, written by
+//! `src/hm/HookState{VM,Host,Image,VirtualNetwork}.cc` and `src/hm/HookAPI.cc`.
 //!
 //! Pure functions only: everything here is reachable from the network, so every failure is a
 //! [`Malformed`] value, never a panic.
@@ -9,6 +25,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use roxmltree::{Document, Node};
+
+use super::lenient;
 
 /// Keys longer than this are not OpenNebula's.
 const MAX_KEY_BYTES: usize = 512;
@@ -44,29 +62,34 @@ impl Malformed {
     }
 }
 
-/// A parsed key. State names are OpenNebula's (`ACTIVE`, `RUNNING`, `MONITORED`).
+/// A parsed key. Object and state names are OpenNebula's (`VM`, `ACTIVE`, `RUNNING`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
-    VmState {
-        state: String,
-        lcm_state: String,
-    },
-    HostState {
-        state: String,
-    },
-    /// A state change of another object (`IMAGE`, `NET`, …): well-formed, not bridged.
-    OtherState {
-        object: String,
+    /// A state change of `object`, under either of its keys (or the 5.9 beta's).
+    State(StateKey),
+    /// `EVENT SERVICE <id> `: a copy of a state change of a VM in a OneFlow service.
+    Service {
+        service_id: u64,
     },
     Api {
         call: String,
         success: bool,
     },
-    /// The Hook Execution Manager's own retry requests.
+    /// The Hook Execution Manager's retry requests.
     Retry,
 }
 
-/// `EVENT STATE <OBJECT>/<STATE>/<LCM_STATE>`, `EVENT API <call> <0|1>` or `RETRY`.
+/// What a state key says. `lcm_state` is empty for objects other than VMs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateKey {
+    pub object: String,
+    pub state: String,
+    pub lcm_state: String,
+    /// The object's id; absent only in the 5.9 beta's key.
+    pub id: Option<u64>,
+}
+
+/// Parses one key of the shapes in the module's table.
 pub fn parse_key(raw: &[u8]) -> Result<Key, Malformed> {
     let unknown = || {
         let shown = &raw[..raw.len().min(100)];
@@ -80,49 +103,86 @@ pub fn parse_key(raw: &[u8]) -> Result<Key, Malformed> {
         return Ok(Key::Retry);
     }
     let rest = key.strip_prefix("EVENT ").ok_or_else(unknown)?;
-    if let Some(state) = rest.strip_prefix("STATE ") {
-        let mut parts = state.split('/');
-        let object = parts.next().unwrap_or("");
-        let state = parts.next().unwrap_or("");
-        let lcm_state = parts.next().unwrap_or("");
-        if parts.next().is_some() || !is_name(object) || !is_name(state) {
-            return Err(unknown());
-        }
-        return match object {
-            "VM" if is_name(lcm_state) => Ok(Key::VmState {
-                state: state.to_owned(),
-                lcm_state: lcm_state.to_owned(),
-            }),
-            "VM" => Err(unknown()),
-            "HOST" if lcm_state.is_empty() => Ok(Key::HostState {
-                state: state.to_owned(),
-            }),
-            "HOST" => Err(unknown()),
-            _ => Ok(Key::OtherState {
-                object: object.to_owned(),
-            }),
-        };
+    // one_hm.rb ends state keys with one space (so `EVENT VM 4/` does not match VM 42).
+    let rest = rest.strip_suffix(' ').unwrap_or(rest);
+    let (word, args) = rest.split_once(' ').ok_or_else(unknown)?;
+    match word {
+        "API" => parse_api_key(args),
+        "STATE" => parse_state_path(args),
+        "SERVICE" => parse_id(args).map(|service_id| Key::Service { service_id }),
+        object if is_name(object) => parse_id_first(object, args),
+        _ => None,
     }
-    if let Some(api) = rest.strip_prefix("API ") {
-        let (call, success) = api.split_once(' ').ok_or_else(unknown)?;
-        let success = match success {
-            "1" => true,
-            "0" => false,
-            _ => return Err(unknown()),
-        };
-        let call_ok = call.starts_with("one.")
-            && call
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !call_ok {
-            return Err(unknown());
-        }
-        return Ok(Key::Api {
-            call: call.to_owned(),
-            success,
-        });
+    .ok_or_else(unknown)
+}
+
+/// `<call> <1|0>`.
+fn parse_api_key(args: &str) -> Option<Key> {
+    let (call, success) = args.split_once(' ')?;
+    let success = match success {
+        "1" => true,
+        "0" => false,
+        _ => return None,
+    };
+    let call_ok = call.starts_with("one.")
+        && call
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    call_ok.then(|| Key::Api {
+        call: call.to_owned(),
+        success,
+    })
+}
+
+/// `<OBJECT>/<STATE>/<LCM_STATE>/<id>`, or the 5.9 beta's `<OBJECT>/<STATE>/<LCM_STATE>`.
+fn parse_state_path(args: &str) -> Option<Key> {
+    let mut parts = args.split('/');
+    let object = parts.next()?;
+    let state = parts.next()?;
+    let lcm_state = parts.next()?;
+    let id = match parts.next() {
+        Some(id) => Some(parse_id(id)?),
+        None => None,
+    };
+    if parts.next().is_some() || !is_name(object) {
+        return None;
     }
-    Err(unknown())
+    state_key(object, state, lcm_state, id)
+}
+
+/// `<OBJECT> <id>/<STATE>/<LCM_STATE>`.
+fn parse_id_first(object: &str, args: &str) -> Option<Key> {
+    let mut parts = args.split('/');
+    let id = parse_id(parts.next()?)?;
+    let state = parts.next()?;
+    let lcm_state = parts.next()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    state_key(object, state, lcm_state, Some(id))
+}
+
+/// A VM has an LCM state in its key; no other object does.
+fn state_key(object: &str, state: &str, lcm_state: &str, id: Option<u64>) -> Option<Key> {
+    let lcm_ok = if object == "VM" {
+        is_name(lcm_state)
+    } else {
+        lcm_state.is_empty()
+    };
+    (is_name(state) && lcm_ok).then(|| {
+        Key::State(StateKey {
+            object: object.to_owned(),
+            state: state.to_owned(),
+            lcm_state: lcm_state.to_owned(),
+            id,
+        })
+    })
+}
+
+/// An object id as oned prints it: decimal digits.
+fn parse_id(s: &str) -> Option<u64> {
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| s.parse().ok()).flatten()
 }
 
 /// OpenNebula state and object names: upper-case words with underscores.
@@ -146,10 +206,17 @@ pub fn decode_content(raw: &[u8]) -> Result<String, Malformed> {
     String::from_utf8(bytes).map_err(|e| Malformed::Xml(format!("not UTF-8: {e}")))
 }
 
-/// What a STATE hook message says about its VM or host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a STATE hook message says about its object (the `HOOK_MESSAGE` header, then the
+/// object's own `NAME`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StateHook {
+    /// `HOOK_OBJECT`: `VM`, `HOST`, `IMAGE`, `NET`.
+    pub object: String,
+    pub state: Option<String>,
+    pub lcm_state: Option<String>,
     pub id: u64,
+    /// `SERVICE_ID`: the OneFlow service a VM belongs to.
+    pub service_id: Option<u64>,
     pub name: Option<String>,
     /// `REMOTE_HOST`: the host a VM runs on, or the host's own name.
     pub remote_host: Option<String>,
@@ -164,49 +231,63 @@ pub struct ApiHook {
     pub error: Option<String>,
 }
 
-/// Parses a `HOOK_MESSAGE` of `HOOK_TYPE` STATE for `object` (`VM` or `HOST`).
-pub fn parse_state(xml: &str, object: &str) -> Result<StateHook, Malformed> {
-    let doc = parse_document(xml)?;
+/// Parses a `HOOK_MESSAGE` of `HOOK_TYPE` STATE. A document that is not well-formed XML but
+/// has oned's header is read leniently ([`lenient::state`]), as OpenNebula's own consumers do.
+pub fn parse_state(xml: &str) -> Result<StateHook, Malformed> {
+    let doc = match parse_document(xml) {
+        Ok(doc) => doc,
+        Err(error) => return lenient::state(xml).unwrap_or(Err(error)),
+    };
     let root = hook_message(&doc, "STATE")?;
-    let hook_object = child_text(root, "HOOK_OBJECT").unwrap_or("");
-    if hook_object != object {
-        return Err(Malformed::Schema(format!(
-            "HOOK_OBJECT is {hook_object:?}, the key says {object:?}"
-        )));
-    }
-    // RESOURCE_ID since OpenNebula 5.10's successors; the object's own ID otherwise.
-    let resource = child(root, object);
-    let id = child_text(root, "RESOURCE_ID")
-        .or_else(|| resource.and_then(|r| child_text(r, "ID")))
-        .ok_or_else(|| Malformed::Schema(format!("no RESOURCE_ID or {object}/ID")))?;
-    let id = id
-        .trim()
-        .parse()
-        .map_err(|_| Malformed::Schema(format!("RESOURCE_ID {id:?} is not an id")))?;
+    let object = child_text(root, "HOOK_OBJECT").unwrap_or("").to_owned();
+    let resource = child(root, document_tag(&object));
+    let id = child_text(root, "RESOURCE_ID").or_else(|| resource.and_then(|r| child_text(r, "ID")));
     Ok(StateHook {
-        id,
+        id: resource_id(id)?,
+        service_id: child_text(root, "SERVICE_ID").and_then(|s| parse_id(s.trim())),
+        state: child_text(root, "STATE").map(str::to_owned),
+        lcm_state: child_text(root, "LCM_STATE").map(str::to_owned),
         name: resource
             .and_then(|r| child_text(r, "NAME"))
             .map(str::to_owned),
         remote_host: child_text(root, "REMOTE_HOST")
             .filter(|h| !h.is_empty())
             .map(str::to_owned),
+        object,
     })
+}
+
+/// `RESOURCE_ID` (or, before 5.10's successors, the object's own `ID`) as an id.
+pub(super) fn resource_id(text: Option<&str>) -> Result<u64, Malformed> {
+    let text = text.ok_or_else(|| Malformed::Schema("no RESOURCE_ID".into()))?;
+    parse_id(text.trim())
+        .ok_or_else(|| Malformed::Schema(format!("RESOURCE_ID {text:?} is not an id")))
+}
+
+/// The element an object's own document is in: `to_xml` of a virtual network writes `<VNET>`.
+pub(super) fn document_tag(object: &str) -> &str {
+    match object {
+        "NET" => "VNET",
+        other => other,
+    }
 }
 
 /// Parses a `HOOK_MESSAGE` of `HOOK_TYPE` API for `call`.
 ///
-/// `CALL_INFO/PARAMETERS` lists the call's IN parameters and its OUT values: on success OUT 2
-/// is the call's return value (the id of the object for allocate and most actions), on
-/// failure OUT 2 is the error text and OUT 4 the id of the object concerned (-1 for none).
+/// `CALL_INFO/PARAMETERS` lists the call's IN parameters and its OUT values
+/// (`Request::make_xml_response` in `include/Request.h`): on success OUT 2 is the call's return
+/// value (the id of the object for allocate and most actions), on failure OUT 2 is the error
+/// text and OUT 4 the id of the object concerned (-1 for none). OpenNebula writes parameters
+/// unescaped, so a document that is not well-formed is read leniently ([`lenient::api`]).
 pub fn parse_api(xml: &str, call: &str, success: bool) -> Result<ApiHook, Malformed> {
-    let doc = parse_document(xml)?;
+    let doc = match parse_document(xml) {
+        Ok(doc) => doc,
+        Err(error) => return lenient::api(xml, call, success).unwrap_or(Err(error)),
+    };
     let root = hook_message(&doc, "API")?;
     let said = child_text(root, "CALL").unwrap_or("");
     if said != call {
-        return Err(Malformed::Schema(format!(
-            "CALL is {said:?}, the key says {call:?}"
-        )));
+        return Err(call_mismatch(said, call));
     }
     let out = |position: &str| -> Option<&str> {
         let params = child(child(root, "CALL_INFO")?, "PARAMETERS")?;
@@ -219,18 +300,27 @@ pub fn parse_api(xml: &str, call: &str, success: bool) -> Result<ApiHook, Malfor
             })
             .map(|p| child_text(p, "VALUE").unwrap_or(""))
     };
-    let id = |value: Option<&str>| value.and_then(|v| v.trim().parse::<u64>().ok());
-    Ok(if success {
+    Ok(api_hook(success, out("2"), out("4")))
+}
+
+/// The body's fields from OUT 2 and OUT 4, however they were read.
+pub(super) fn api_hook(success: bool, out2: Option<&str>, out4: Option<&str>) -> ApiHook {
+    let id = |value: Option<&str>| value.and_then(|v| parse_id(v.trim()));
+    if success {
         ApiHook {
-            resource_id: id(out("2")),
+            resource_id: id(out2),
             error: None,
         }
     } else {
         ApiHook {
-            resource_id: id(out("4")),
-            error: out("2").filter(|e| !e.is_empty()).map(str::to_owned),
+            resource_id: id(out4),
+            error: out2.filter(|e| !e.is_empty()).map(str::to_owned),
         }
-    })
+    }
+}
+
+pub(super) fn call_mismatch(said: &str, call: &str) -> Malformed {
+    Malformed::Schema(format!("CALL is {said:?}, the key says {call:?}"))
 }
 
 /// roxmltree refuses DTDs (no entity expansion) and keeps only the parsed tree.
@@ -269,49 +359,78 @@ fn child_text<'a>(node: Node<'a, '_>, name: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
+    fn state(object: &str, state: &str, lcm_state: &str, id: Option<u64>) -> Key {
+        Key::State(StateKey {
+            object: object.into(),
+            state: state.into(),
+            lcm_state: lcm_state.into(),
+            id,
+        })
+    }
+
     #[test]
-    fn keys_of_every_documented_shape_parse() {
-        assert_eq!(
-            parse_key(b"EVENT STATE VM/ACTIVE/RUNNING"),
-            Ok(Key::VmState {
-                state: "ACTIVE".into(),
-                lcm_state: "RUNNING".into()
-            })
-        );
-        assert_eq!(
-            parse_key(b"EVENT STATE VM/PENDING/LCM_INIT"),
-            Ok(Key::VmState {
-                state: "PENDING".into(),
-                lcm_state: "LCM_INIT".into()
-            })
-        );
-        assert_eq!(
-            parse_key(b"EVENT STATE HOST/MONITORED/"),
-            Ok(Key::HostState {
-                state: "MONITORED".into()
-            })
-        );
-        assert_eq!(
-            parse_key(b"EVENT STATE IMAGE/READY/"),
-            Ok(Key::OtherState {
-                object: "IMAGE".into()
-            })
-        );
-        assert_eq!(
-            parse_key(b"EVENT API one.vm.allocate 1"),
-            Ok(Key::Api {
-                call: "one.vm.allocate".into(),
-                success: true
-            })
-        );
-        assert_eq!(
-            parse_key(b"EVENT API one.hook.info 0"),
-            Ok(Key::Api {
-                call: "one.hook.info".into(),
-                success: false
-            })
-        );
-        assert_eq!(parse_key(b"RETRY"), Ok(Key::Retry));
+    fn keys_of_every_shape_one_hm_publishes_parse() {
+        for (raw, key) in [
+            (
+                "EVENT VM 42/ACTIVE/RUNNING ",
+                state("VM", "ACTIVE", "RUNNING", Some(42)),
+            ),
+            (
+                "EVENT STATE VM/ACTIVE/RUNNING/42 ",
+                state("VM", "ACTIVE", "RUNNING", Some(42)),
+            ),
+            (
+                "EVENT VM 0/PENDING/LCM_INIT ",
+                state("VM", "PENDING", "LCM_INIT", Some(0)),
+            ),
+            (
+                "EVENT HOST 3/MONITORED/ ",
+                state("HOST", "MONITORED", "", Some(3)),
+            ),
+            (
+                "EVENT STATE HOST/ERROR//3 ",
+                state("HOST", "ERROR", "", Some(3)),
+            ),
+            (
+                "EVENT IMAGE 5/READY/ ",
+                state("IMAGE", "READY", "", Some(5)),
+            ),
+            (
+                "EVENT STATE NET/READY//8 ",
+                state("NET", "READY", "", Some(8)),
+            ),
+            ("EVENT SERVICE 12 ", Key::Service { service_id: 12 }),
+            // Without the trailing space, and the 5.9 beta's shape of the seed guide.
+            (
+                "EVENT VM 42/ACTIVE/RUNNING",
+                state("VM", "ACTIVE", "RUNNING", Some(42)),
+            ),
+            (
+                "EVENT STATE VM/ACTIVE/RUNNING",
+                state("VM", "ACTIVE", "RUNNING", None),
+            ),
+            (
+                "EVENT STATE HOST/MONITORED/",
+                state("HOST", "MONITORED", "", None),
+            ),
+            (
+                "EVENT API one.vm.allocate 1",
+                Key::Api {
+                    call: "one.vm.allocate".into(),
+                    success: true,
+                },
+            ),
+            (
+                "EVENT API one.hook.info 0",
+                Key::Api {
+                    call: "one.hook.info".into(),
+                    success: false,
+                },
+            ),
+            ("RETRY", Key::Retry),
+        ] {
+            assert_eq!(parse_key(raw.as_bytes()), Ok(key), "{raw:?}");
+        }
     }
 
     #[test]
@@ -327,6 +446,16 @@ mod tests {
             b"EVENT STATE VM/active/running",
             b"EVENT STATE HOST/MONITORED/EXTRA",
             b"EVENT STATE VM/A/B/C",
+            b"EVENT STATE VM/A/B/1/2",
+            b"EVENT STATE HOST/MONITORED//-3 ",
+            b"EVENT VM 42/ACTIVE/ ",
+            b"EVENT VM x/ACTIVE/RUNNING ",
+            b"EVENT VM 42/ACTIVE/RUNNING/1 ",
+            b"EVENT HOST 3/MONITORED/RUNNING ",
+            b"EVENT vm 42/ACTIVE/RUNNING ",
+            b"EVENT SERVICE ",
+            b"EVENT SERVICE 1x ",
+            b"EVENT SERVICE 99999999999999999999999 ",
             b"EVENT API one.vm.allocate",
             b"EVENT API one.vm.allocate yes",
             b"EVENT API rm -rf 1",
@@ -365,56 +494,62 @@ mod tests {
         assert!(matches!(decode_content(b"//79"), Err(Malformed::Xml(_))));
     }
 
+    /// `HookStateVM::format_message` for a VM of service 5.
     const VM: &str = "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>VM</HOOK_OBJECT>\
         <STATE>ACTIVE</STATE><LCM_STATE>RUNNING</LCM_STATE><RESOURCE_ID>42</RESOURCE_ID>\
-        <REMOTE_HOST>node-1</REMOTE_HOST><VM><ID>42</ID><NAME>web-1</NAME><STATE>3</STATE>\
-        <LCM_STATE>3</LCM_STATE><TEMPLATE><NAME>not this one</NAME></TEMPLATE></VM></HOOK_MESSAGE>";
+        <SERVICE_ID>5</SERVICE_ID><REMOTE_HOST>node-1</REMOTE_HOST><VM><ID>42</ID>\
+        <NAME>web-1</NAME><STATE>3</STATE><LCM_STATE>3</LCM_STATE>\
+        <TEMPLATE><NAME>not this one</NAME></TEMPLATE></VM></HOOK_MESSAGE>";
+
+    fn vm_hook(remote_host: Option<&str>) -> StateHook {
+        StateHook {
+            object: "VM".into(),
+            state: Some("ACTIVE".into()),
+            lcm_state: Some("RUNNING".into()),
+            id: 42,
+            service_id: Some(5),
+            name: Some("web-1".into()),
+            remote_host: remote_host.map(str::to_owned),
+        }
+    }
 
     #[test]
-    fn a_vm_state_message_gives_id_name_and_host() {
+    fn a_vm_state_message_gives_its_header_and_name() {
+        assert_eq!(parse_state(VM), Ok(vm_hook(Some("node-1"))));
+        // Ill-formed (a user name with `&`): the same, read leniently.
+        let ill = VM.replace("<NAME>web-1", "<UNAME>r&d</UNAME><NAME>web-1");
+        assert!(Document::parse(&ill).is_err());
+        assert_eq!(parse_state(&ill), Ok(vm_hook(Some("node-1"))));
+        // Never deployed: an empty REMOTE_HOST is no host.
+        let pending = VM.replace("<REMOTE_HOST>node-1</REMOTE_HOST>", "<REMOTE_HOST/>");
+        assert_eq!(parse_state(&pending), Ok(vm_hook(None)));
         assert_eq!(
-            parse_state(VM, "VM"),
-            Ok(StateHook {
-                id: 42,
-                name: Some("web-1".into()),
-                remote_host: Some("node-1".into()),
-            })
-        );
-        // Without RESOURCE_ID (older releases) the VM's own ID is used; an empty REMOTE_HOST
-        // (a VM never deployed) is no host.
-        let old = "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>VM</HOOK_OBJECT>\
-            <STATE>PENDING</STATE><LCM_STATE>LCM_INIT</LCM_STATE><REMOTE_HOST/>\
-            <VM><ID>7</ID><NAME>db</NAME></VM></HOOK_MESSAGE>";
-        assert_eq!(
-            parse_state(old, "VM"),
-            Ok(StateHook {
-                id: 7,
-                name: Some("db".into()),
-                remote_host: None
-            })
+            parse_state(&pending.replace("<VM><ID>", "&<VM><ID>")),
+            Ok(vm_hook(None))
         );
     }
 
     #[test]
-    fn state_messages_that_do_not_fit_their_key_are_schema_errors() {
-        for (xml, object) in [
-            (VM, "HOST"),
-            ("<OTHER/>", "VM"),
-            (
-                "<HOOK_MESSAGE><HOOK_TYPE>API</HOOK_TYPE></HOOK_MESSAGE>",
-                "VM",
-            ),
-            (
-                "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>VM</HOOK_OBJECT></HOOK_MESSAGE>",
-                "VM",
-            ),
-            (
-                "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>VM</HOOK_OBJECT>\
-                 <RESOURCE_ID>-1</RESOURCE_ID></HOOK_MESSAGE>",
-                "VM",
-            ),
+    fn without_resource_id_the_objects_own_id_is_used() {
+        let old = "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>HOST</HOOK_OBJECT>\
+            <STATE>INIT</STATE><HOST><ID>7</ID><NAME>h</NAME></HOST></HOOK_MESSAGE>";
+        let hook = parse_state(old).map(|h| (h.object, h.id, h.name));
+        assert_eq!(hook, Ok(("HOST".into(), 7, Some("h".into()))));
+    }
+
+    #[test]
+    fn state_messages_without_a_usable_id_are_schema_errors() {
+        for xml in [
+            "<OTHER/>".to_owned(),
+            "<HOOK_MESSAGE><HOOK_TYPE>API</HOOK_TYPE></HOOK_MESSAGE>".to_owned(),
+            "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>VM</HOOK_OBJECT>\
+             </HOOK_MESSAGE>"
+                .to_owned(),
+            VM.replace("<RESOURCE_ID>42", "<RESOURCE_ID>-1"),
+            VM.replace("<RESOURCE_ID>42", "<RESOURCE_ID>-1")
+                .replace("<VM>", "&<VM>"),
         ] {
-            let err = parse_state(xml, object);
+            let err = parse_state(&xml);
             assert!(matches!(err, Err(Malformed::Schema(_))), "{xml}: {err:?}");
         }
     }
@@ -425,9 +560,11 @@ mod tests {
             <!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\">]>\
             <HOOK_MESSAGE>&lol2;</HOOK_MESSAGE>";
         for xml in ["", "<HOOK_MESSAGE>", "<A></B>", "just text", bomb] {
-            let err = parse_state(xml, "VM");
+            let err = parse_state(xml);
             assert!(matches!(err, Err(Malformed::Xml(_))), "{xml}: {err:?}");
             assert_eq!(err.err().map(|e| e.kind()), Some(3));
+            let err = parse_api(xml, "one.vm.allocate", true);
+            assert!(matches!(err, Err(Malformed::Xml(_))), "{xml}: {err:?}");
         }
     }
 
@@ -458,31 +595,19 @@ mod tests {
                 error: None
             })
         );
-        // info-like calls return a document, not an id.
+        // Calls that return a document, not an id.
         let doc = api("1", &[(1, "true"), (2, "&lt;VM&gt;&lt;/VM&gt;"), (3, "0")]);
         assert_eq!(
             parse_api(&doc, "one.vm.allocate", true).map(|a| a.resource_id),
             Ok(None)
         );
-        let failed = api(
-            "0",
-            &[
-                (1, "false"),
-                (
-                    2,
-                    "[one.vm.allocate] Error allocating a new virtual machine.",
-                ),
-                (3, "8192"),
-                (4, "-1"),
-            ],
-        );
-        assert_eq!(
-            parse_api(&failed, "one.vm.allocate", false),
-            Ok(ApiHook {
-                resource_id: None,
-                error: Some("[one.vm.allocate] Error allocating a new virtual machine.".into())
-            })
-        );
+        let message = "[one.vm.allocate] Error allocating a new virtual machine.";
+        let failed = api("0", &[(1, "false"), (2, message), (3, "8192"), (4, "-1")]);
+        let expected = ApiHook {
+            resource_id: None,
+            error: Some(message.into()),
+        };
+        assert_eq!(parse_api(&failed, "one.vm.allocate", false), Ok(expected));
         let failed_on_7 = api("0", &[(1, "false"), (2, "locked"), (3, "4096"), (4, "7")]);
         assert_eq!(
             parse_api(&failed_on_7, "one.vm.allocate", false).map(|a| a.resource_id),
@@ -498,9 +623,24 @@ mod tests {
                 error: None
             })
         );
-        assert!(matches!(
-            parse_api(&ok, "one.host.delete", true),
-            Err(Malformed::Schema(_))
-        ));
+        for xml in [ok.clone(), ok.replace("NAME=web", "A && B")] {
+            assert!(matches!(
+                parse_api(&xml, "one.host.delete", true),
+                Err(Malformed::Schema(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn ill_formed_api_messages_are_read_by_their_layout() {
+        let message = "[one.vm.allocate] Parse error: syntax error, unexpected & at line 1";
+        let failed = api("0", &[(1, "false"), (2, message), (3, "8192"), (4, "15")])
+            .replace("NAME=web", "NAME=web\nSCRIPT=\"a && b\"");
+        assert!(Document::parse(&failed).is_err());
+        let expected = ApiHook {
+            resource_id: Some(15),
+            error: Some(message.into()),
+        };
+        assert_eq!(parse_api(&failed, "one.vm.allocate", false), Ok(expected));
     }
 }

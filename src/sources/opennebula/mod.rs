@@ -11,9 +11,12 @@
 //! Malformed messages are counted per kind, logged at `warn` the first time for each kind
 //! (then at `debug`, with a `warn` summary at most every five minutes) and skipped.
 
+mod lenient;
 mod mapping;
 mod memory;
 mod message;
+#[cfg(test)]
+mod oned;
 mod stats;
 
 use std::sync::Arc;
@@ -22,8 +25,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-pub use self::mapping::host_health;
 use self::mapping::{Mapper, Outcome};
+pub use self::mapping::{SKIPPED_KINDS, host_health};
 pub use self::message::MALFORMED_KINDS;
 pub use self::stats::Stats;
 use crate::config::OpenNebulaSource;
@@ -244,12 +247,12 @@ impl Bridge {
                     }
                 }
             }
-            Ok(Outcome::Skip(reason)) => {
-                self.stats.skipped();
+            Ok(Outcome::Skip(why)) => {
+                self.stats.skipped(why.kind());
                 tracing::trace!(
                     source = self.index,
                     key = ?key_of(frames),
-                    reason,
+                    why = SKIPPED_KINDS[why.kind()],
                     "OpenNebula message skipped"
                 );
             }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde_json::{Map, Value, json};
 
+use super::mapping::SKIPPED_KINDS;
 use super::message::MALFORMED_KINDS;
 
 #[derive(Debug, Default)]
@@ -17,8 +18,9 @@ pub struct Stats {
     received: AtomicU64,
     /// Hub events published.
     published: AtomicU64,
-    /// Well-formed messages not forwarded (kinds not configured, `RETRY`, other objects).
-    skipped: AtomicU64,
+    /// Well-formed messages not forwarded, by why ([`SKIPPED_KINDS`]: copies, kinds not
+    /// configured, `RETRY`, objects not mapped).
+    skipped: [AtomicU64; SKIPPED_KINDS.len()],
     malformed: [AtomicU64; MALFORMED_KINDS.len()],
     /// VMs and hosts whose last state is remembered (bounded by `max_tracked_objects`).
     tracked_vms: AtomicU64,
@@ -45,8 +47,11 @@ impl Stats {
         self.published.fetch_add(events as u64, Ordering::Relaxed);
     }
 
-    pub fn skipped(&self) {
-        self.skipped.fetch_add(1, Ordering::Relaxed);
+    /// Counts a skipped message of `kind` (an index into [`SKIPPED_KINDS`]).
+    pub fn skipped(&self, kind: usize) {
+        if let Some(c) = self.skipped.get(kind) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts a malformed message of `kind` (an index into [`MALFORMED_KINDS`]) and returns
@@ -72,24 +77,31 @@ impl Stats {
 
     /// The JSON object `/readyz` shows for this bridge.
     pub fn snapshot(&self) -> Value {
-        let malformed: Map<String, Value> = MALFORMED_KINDS
-            .iter()
-            .zip(&self.malformed)
-            .map(|(kind, c)| ((*kind).to_owned(), c.load(Ordering::Relaxed).into()))
-            .collect();
+        let skipped_by = by_kind(&SKIPPED_KINDS, &self.skipped);
+        let skipped: u64 = self.skipped.iter().map(|c| c.load(Ordering::Relaxed)).sum();
         json!({
             "connected": self.connected.load(Ordering::Relaxed),
             "connections": self.connections.load(Ordering::Relaxed),
             "received": self.received.load(Ordering::Relaxed),
             "published": self.published.load(Ordering::Relaxed),
-            "skipped": self.skipped.load(Ordering::Relaxed),
-            "malformed": malformed,
+            "skipped": skipped,
+            "skipped_by": skipped_by,
+            "malformed": by_kind(&MALFORMED_KINDS, &self.malformed),
             "tracked": {
                 "vms": self.tracked_vms.load(Ordering::Relaxed),
                 "hosts": self.tracked_hosts.load(Ordering::Relaxed),
             },
         })
     }
+}
+
+/// `{"kind": count, …}` in the kinds' order.
+fn by_kind(kinds: &[&str], counters: &[AtomicU64]) -> Map<String, Value> {
+    kinds
+        .iter()
+        .zip(counters)
+        .map(|(kind, c)| ((*kind).to_owned(), c.load(Ordering::Relaxed).into()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -104,7 +116,10 @@ mod tests {
         s.received();
         s.received();
         s.published(2);
-        s.skipped();
+        s.skipped(0);
+        s.skipped(0);
+        s.skipped(3);
+        s.skipped(99);
         s.set_tracked((3, 1));
         assert_eq!(s.malformed(2), 1);
         assert_eq!(s.malformed(2), 2);
@@ -115,7 +130,12 @@ mod tests {
         assert_eq!(snap["connections"], 1);
         assert_eq!(snap["received"], 2);
         assert_eq!(snap["published"], 2);
-        assert_eq!(snap["skipped"], 1);
+        assert_eq!(snap["skipped"], 3);
+        assert_eq!(
+            snap["skipped_by"],
+            json!({"copies": 2, "not_forwarded": 0, "retry": 0, "image": 1, "net": 0,
+                   "other_objects": 0})
+        );
         assert_eq!(
             snap["malformed"],
             json!({"frames": 1, "unknown_key": 0, "base64": 2, "xml": 0, "schema": 0})
