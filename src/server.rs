@@ -240,36 +240,13 @@ impl FdWarning {
 
 /// The soft limit on open files.
 pub fn open_files_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    ok.then_some(limit.rlim_cur)
+    rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft)
 }
 
 /// Raises the soft open-files limit to the hard one: every socket is a file, and the default
 /// soft limit (often 1024) is far below what a hub serves. Returns the limit now in force.
 pub fn raise_open_files_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return None;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return Some(raised.rlim_cur);
-            }
-        }
-    }
-    Some(limit.rlim_cur)
+    rlimit::increase_nofile_limit(u64::MAX)
+        .ok()
+        .or_else(open_files_limit)
 }
