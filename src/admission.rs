@@ -14,8 +14,8 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use ipnet::IpNet;
 
-use crate::auth::{Identity, Method};
 use crate::config::AdmissionSettings;
+use crate::identity::{Identity, Method};
 
 /// Resolves the client IP of a request.
 #[derive(Debug, Clone, Default)]

@@ -11,56 +11,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{ConfigError, KNOWN_CLAIMS, SUPER_USER, Settings};
+use crate::config::{ConfigError, Settings};
 use crate::error::ApiError;
+pub use crate::identity::{Identity, Method};
+use crate::identity::{KNOWN_CLAIMS, SUPER_USER};
 
 /// Longest credential looked at; anything longer is refused unread.
 const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
-
-/// How the caller proved who they are. Part of the identity, so a JWT `sub` can never pose as
-/// an API key's owner of the same name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Method {
-    Jwt,
-    ApiKey,
-}
-
-/// An authenticated caller: the owner of the sockets it opens, and what it may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub subject: String,
-    pub method: Method,
-    claims: BTreeSet<String>,
-    super_user: bool,
-}
-
-impl Identity {
-    pub fn has_claim(&self, claim: &str) -> bool {
-        self.super_user || self.claims.contains(claim)
-    }
-
-    /// An identity with no claims, for unit tests elsewhere in the crate.
-    #[cfg(test)]
-    pub fn for_tests(subject: &str) -> Self {
-        Self {
-            subject: subject.to_owned(),
-            method: Method::Jwt,
-            claims: BTreeSet::new(),
-            super_user: false,
-        }
-    }
-
-    /// `403` unless the identity holds `claim`.
-    pub fn require(&self, claim: &str) -> Result<(), ApiError> {
-        if self.has_claim(claim) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "this credential lacks the {claim} claim"
-            )))
-        }
-    }
-}
 
 /// The claims the hub reads from a token. `exp`, `nbf`, `iss` and `aud` are checked by
 /// `jsonwebtoken` on the raw claims (so `aud` may be a string or an array, as RFC 7519 allows).
@@ -224,12 +181,13 @@ impl Authenticator {
         if claims.sub.is_empty() {
             return Err(unauthorized("invalid bearer token: empty `sub`"));
         }
-        Ok(Identity {
-            subject: claims.sub,
-            method: Method::Jwt,
-            super_user: claims.roles.iter().any(|r| r == SUPER_USER),
-            claims: claims.claims.into_iter().collect(),
-        })
+        let super_user = claims.roles.iter().any(|r| r == SUPER_USER);
+        Ok(Identity::new(
+            claims.sub,
+            Method::Jwt,
+            claims.claims,
+            super_user,
+        ))
     }
 
     fn verify_api_key(&self, key: &[u8]) -> Result<Identity, ApiError> {
@@ -245,12 +203,12 @@ impl Authenticator {
             }
         }
         let key = found.ok_or_else(|| unauthorized("invalid API key"))?;
-        Ok(Identity {
-            subject: key.name.clone(),
-            method: Method::ApiKey,
-            claims: key.claims.clone(),
-            super_user: false,
-        })
+        Ok(Identity::new(
+            key.name.clone(),
+            Method::ApiKey,
+            key.claims.iter().cloned(),
+            false,
+        ))
     }
 }
 

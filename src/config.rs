@@ -17,12 +17,7 @@ use serde::Deserialize;
 /// The commented default configuration, also the built-in defaults.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
-/// Claims a credential may carry.
-pub const READ_ONLY: &str = "READ_ONLY";
-pub const EVENTS_PUBLISH: &str = "EVENTS_PUBLISH";
-/// The role that holds every claim.
-pub const SUPER_USER: &str = "SUPER_USER";
-pub const KNOWN_CLAIMS: [&str; 2] = [READ_ONLY, EVENTS_PUBLISH];
+pub use crate::identity::{EVENTS_PUBLISH, KNOWN_CLAIMS, READ_ONLY, SUPER_USER};
 
 /// Channels the protocol itself relies on; configuration may add more, never remove these.
 pub const REQUIRED_CHANNELS: [&str; 3] = ["global", "health", "system"];

@@ -129,6 +129,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::identity::MissingClaim> for ApiError {
+    fn from(missing: crate::identity::MissingClaim) -> Self {
+        Self::Forbidden(missing.to_string())
+    }
+}
+
 impl From<crate::hub::HubError> for ApiError {
     fn from(error: crate::hub::HubError) -> Self {
         use crate::hub::HubError;

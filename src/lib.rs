@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod identity;
 pub mod protocol;
 pub mod refusal_body;
 pub mod routes;

@@ -34,8 +34,8 @@ pub use channels::{ChannelId, ChannelMask, Channels, Resolved};
 pub use feed::Feed;
 pub use history::Gap;
 
-use crate::auth::{Identity, Method};
 use crate::config::HistorySettings;
+use crate::identity::{Identity, Method};
 use crate::protocol::{self, Envelope, Frame, PublishEvent};
 use history::Log;
 
