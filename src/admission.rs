@@ -15,7 +15,7 @@ use dashmap::mapref::entry::Entry;
 use ipnet::IpNet;
 
 use crate::config::AdmissionSettings;
-use crate::identity::{Identity, Method};
+use crate::identity::{Identity, Owner};
 
 /// Resolves the client IP of a request.
 #[derive(Debug, Clone, Default)]
@@ -146,8 +146,6 @@ pub struct Admission {
     per_identity: Option<SlotTable<Owner>>,
 }
 
-type Owner = (Method, String);
-
 /// One admitted connection. Dropping it gives back every slot it holds, so no exit path of a
 /// socket can leak one.
 #[derive(Debug)]
@@ -188,7 +186,7 @@ impl Admission {
             owner: None,
         };
         if let Some(per_identity) = &self.per_identity {
-            let owner = (identity.method, identity.subject.clone());
+            let owner = identity.owner();
             if !per_identity.try_take(&owner) {
                 return Err(Refused::IdentityBusy {
                     subject: identity.subject.clone(),

@@ -35,7 +35,7 @@ pub use feed::Feed;
 pub use history::Gap;
 
 use crate::config::HistorySettings;
-use crate::identity::{Identity, Method};
+use crate::identity::{Identity, Owner};
 use crate::protocol::{self, Envelope, Frame, PublishEvent};
 use history::Log;
 
@@ -113,7 +113,7 @@ impl Unsubscribed {
 #[derive(Debug)]
 pub struct ClientState {
     pub id: Uuid,
-    owner: (Method, String),
+    owner: Owner,
     mask: AtomicU64,
     /// Subscriptions in the order the client asked for them (`global` last); guarded so two
     /// concurrent unsubscribes see each other's result.
@@ -320,7 +320,7 @@ impl Hub {
         }
         let state = Arc::new(ClientState {
             id,
-            owner: (owner.method, owner.subject.clone()),
+            owner: owner.owner(),
             mask: AtomicU64::new(ChannelMask::of(&subscriptions).0),
             order: Mutex::new(subscriptions),
             changed: Notify::new(),
@@ -534,7 +534,7 @@ impl Hub {
             .get(&client_id)
             .map(|c| Arc::clone(c.value()))
             .ok_or(HubError::UnknownClient(client_id))?;
-        if client.owner != (caller.method, caller.subject.clone()) {
+        if client.owner != caller.owner() {
             return Err(HubError::NotOwner(client_id));
         }
         let outcome = self.remove_channels(&client, requested)?;
