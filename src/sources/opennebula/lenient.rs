@@ -36,37 +36,70 @@ pub fn state(xml: &str) -> Option<Result<StateHook, Malformed>> {
     Some(hook)
 }
 
-/// An API message: the call from its header, OUT 2 and OUT 4 read back from the end of
-/// `PARAMETERS`, where only numbers follow OUT 2 (the error code, the object's id). When even
-/// that layout is not there, the call is still reported, without id or error text.
+/// An API message: the call from its header, OUT 2 and OUT 4 from the layout
+/// `Request::make_xml_response` writes ([`out_values`]). When that layout is not there exactly
+/// once, the call is still reported, without id or error text.
 pub fn api(xml: &str, call: &str, success: bool) -> Option<Result<ApiHook, Malformed>> {
     let rest = xml.strip_prefix(API_HEAD)?;
     let said = rest.split_once("</CALL>").map_or(rest, |(said, _)| said);
     if said != call {
         return Some(Err(message::call_mismatch(said, call)));
     }
-    let last = if success { 3 } else { 4 };
-    let outs = rest
-        .rfind("</PARAMETERS><EXTRA>")
-        .and_then(|end| out_values(&rest[..end], last))
-        .unwrap_or_default();
-    let out = |position: usize| outs.get(position - 2).copied();
-    Some(Ok(message::api_hook(success, out(2), out(4))))
+    let (out2, out4) = out_values(rest, success).unwrap_or_default();
+    Some(Ok(message::api_hook(success, out2, out4)))
 }
 
-/// The values of OUT 2 ..= `last`, found from the end of `params`; index 0 is OUT 2.
-fn out_values(params: &str, last: usize) -> Option<Vec<&str>> {
-    let mut end = params.len();
-    let mut values = Vec::new();
-    for position in (2..=last).rev() {
-        let marker = format!("<PARAMETER><POSITION>{position}</POSITION><TYPE>OUT</TYPE><VALUE>");
-        let start = params[..end].rfind(&marker)?;
-        let value = params[start + marker.len()..end].strip_suffix("</VALUE></PARAMETER>")?;
-        values.push(value);
-        end = start;
-    }
-    values.reverse();
-    Some(values)
+/// OUT 1 and the start of OUT 2, as oned writes them for a success or a failure.
+const OUT_HEAD: [&str; 2] = [
+    "<PARAMETER><POSITION>1</POSITION><TYPE>OUT</TYPE><VALUE>false</VALUE></PARAMETER>\
+     <PARAMETER><POSITION>2</POSITION><TYPE>OUT</TYPE><VALUE>",
+    "<PARAMETER><POSITION>1</POSITION><TYPE>OUT</TYPE><VALUE>true</VALUE></PARAMETER>\
+     <PARAMETER><POSITION>2</POSITION><TYPE>OUT</TYPE><VALUE>",
+];
+/// The end of OUT 2 and the start of OUT 3 (the error code).
+const OUT3: &str = "</VALUE></PARAMETER><PARAMETER><POSITION>3</POSITION><TYPE>OUT</TYPE><VALUE>";
+const OUT4: &str = "<PARAMETER><POSITION>4</POSITION><TYPE>OUT</TYPE><VALUE>";
+const VALUE_END: &str = "</VALUE></PARAMETER>";
+
+/// OUT 2 and (failures only) OUT 4. Users write IN parameters, error texts quote them and
+/// templates in `EXTRA` hold anything, so a layout found more than once is not trusted: a user
+/// can then hide the values, never forge them.
+fn out_values(doc: &str, success: bool) -> Option<(Option<&str>, Option<&str>)> {
+    let head = OUT_HEAD[usize::from(success)];
+    let start = only_one(doc.match_indices(head).map(|(at, _)| at + head.len()))?;
+    // After OUT 2 come only numbers, then the end of PARAMETERS.
+    let tails = doc.match_indices(OUT3).filter_map(|(at, _)| {
+        numeric_tail(&doc[at + OUT3.len()..], success).map(|out4| (at, out4))
+    });
+    let (end, out4) = only_one(tails)?;
+    (start <= end).then(|| (Some(&doc[start..end]), out4))
+}
+
+/// `<code></VALUE></PARAMETER>[OUT 4 <id>…]</PARAMETERS><EXTRA>`, returning OUT 4.
+fn numeric_tail(rest: &str, success: bool) -> Option<Option<&str>> {
+    let rest = after_number(rest)?.strip_prefix(VALUE_END)?;
+    let (rest, out4) = if success {
+        (rest, None)
+    } else {
+        let value = rest.strip_prefix(OUT4)?;
+        let after = after_number(value)?;
+        let out4 = &value[..value.len() - after.len()];
+        (after.strip_prefix(VALUE_END)?, Some(out4))
+    };
+    rest.starts_with("</PARAMETERS><EXTRA>").then_some(out4)
+}
+
+/// What follows an integer (`-1` included) at the start of `s`.
+fn after_number(s: &str) -> Option<&str> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let rest = digits.trim_start_matches(|c: char| c.is_ascii_digit());
+    (rest.len() < digits.len()).then_some(rest)
+}
+
+/// The only item, or `None` for none or several.
+fn only_one<T>(mut items: impl Iterator<Item = T>) -> Option<T> {
+    let first = items.next()?;
+    items.next().is_none().then_some(first)
 }
 
 /// The text of the first `<tag>…</tag>` in `s`, or `""` for a first `<tag/>`.
@@ -98,22 +131,55 @@ mod tests {
         assert_eq!(element_text("nothing", "A"), None);
     }
 
+    /// PARAMETERS as `HookAPI::format_message` writes them for a failure, `ins` unescaped.
+    fn failed(ins: &str, error: &str, extra: &str) -> String {
+        format!(
+            "<PARAMETER><POSITION>1</POSITION><TYPE>IN</TYPE><VALUE>{ins}</VALUE></PARAMETER>\
+             {}{error}{OUT3}2048{VALUE_END}{OUT4}7{VALUE_END}</PARAMETERS><EXTRA>{extra}</EXTRA>",
+            OUT_HEAD[0]
+        )
+    }
+
     #[test]
-    fn out_values_are_found_from_the_end() {
-        // An IN value that quotes the OUT layout does not confuse the reader.
-        let params = "<PARAMETER><POSITION>1</POSITION><TYPE>IN</TYPE><VALUE>x&&\
-            <PARAMETER><POSITION>2</POSITION><TYPE>OUT</TYPE><VALUE>fake</VALUE></PARAMETER>\
-            </VALUE></PARAMETER>\
-            <PARAMETER><POSITION>1</POSITION><TYPE>OUT</TYPE><VALUE>false</VALUE></PARAMETER>\
-            <PARAMETER><POSITION>2</POSITION><TYPE>OUT</TYPE><VALUE>bad <name> & co</VALUE></PARAMETER>\
-            <PARAMETER><POSITION>3</POSITION><TYPE>OUT</TYPE><VALUE>2048</VALUE></PARAMETER>\
-            <PARAMETER><POSITION>4</POSITION><TYPE>OUT</TYPE><VALUE>7</VALUE></PARAMETER>";
+    fn out_values_are_read_by_their_layout() {
+        let doc = failed("a && b", "bad <name> & co", "");
         assert_eq!(
-            out_values(params, 4),
-            Some(vec!["bad <name> & co", "2048", "7"])
+            out_values(&doc, false),
+            Some((Some("bad <name> & co"), Some("7")))
         );
-        assert_eq!(out_values(params, 5), None);
-        assert_eq!(out_values("", 3), None);
+        let ok = format!(
+            "{}12{OUT3}0{VALUE_END}</PARAMETERS><EXTRA><VM><ID>12</ID></VM></EXTRA>",
+            OUT_HEAD[1]
+        );
+        assert_eq!(out_values(&ok, true), Some((Some("12"), None)));
+        assert_eq!(out_values(&ok, false), None);
+        assert_eq!(out_values("", true), None);
+    }
+
+    #[test]
+    fn a_layout_quoted_by_a_user_is_not_trusted() {
+        let forged = format!("{}999{OUT3}0{VALUE_END}</PARAMETERS><EXTRA>", OUT_HEAD[1]);
+        // In an IN parameter, or in a template value of EXTRA (helper-2's finding): hidden.
+        let ok = |ins: &str, extra: &str| {
+            format!(
+                "<PARAMETER><POSITION>1</POSITION><TYPE>IN</TYPE><VALUE>{ins}</VALUE></PARAMETER>\
+                 {}12{OUT3}0{VALUE_END}</PARAMETERS><EXTRA>{extra}</EXTRA>",
+                OUT_HEAD[1]
+            )
+        };
+        assert_eq!(out_values(&ok(&forged, ""), true), None);
+        let extra = format!("<VM><TEMPLATE><X><![CDATA[&&{forged}]]></X></TEMPLATE></VM>");
+        assert_eq!(out_values(&ok("", &extra), true), None);
+        // An error text that quotes the layout of OUT 3 and 4.
+        let quoted = format!("{OUT3}1{VALUE_END}{OUT4}9{VALUE_END}</PARAMETERS><EXTRA>");
+        assert_eq!(out_values(&failed("", &quoted, ""), false), None);
+        // Quoting only part of it changes nothing.
+        let doc = failed(
+            "<PARAMETER><POSITION>2</POSITION><TYPE>OUT</TYPE>",
+            "no",
+            "",
+        );
+        assert_eq!(out_values(&doc, false), Some((Some("no"), Some("7"))));
     }
 
     #[test]

@@ -8,16 +8,19 @@
 //! | `EVENT API <call> <0\|1>` | `API_CALL` |
 //! | `EVENT IMAGE …`, `EVENT NET …`, `RETRY` | none, counted as skipped by name |
 //!
-//! OpenNebula publishes each state change two or three times, one key after the other with
-//! the same content: a message whose content is that of the state message just before it is
-//! a copy and is skipped, so each change is published once whichever keys are subscribed to.
+//! OpenNebula publishes each state change two or three times with the same content: a state
+//! message whose content was seen a moment ago is a copy ([`Copies`]) and is skipped, so each
+//! change is published once whichever keys are subscribed to.
 //!
 //! Every body carries `source: "opennebula"`. The mapper remembers each VM's and host's last
 //! state (bounded, see [`StateMemory`]) to fill `previous_state`.
 
+use std::time::Instant;
+
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::copies::Copies;
 use super::memory::StateMemory;
 use super::message::{self, Key, Malformed, StateHook, StateKey};
 use crate::config::OpenNebulaSource;
@@ -109,8 +112,7 @@ pub struct Mapper {
     include_xml: bool,
     vms: StateMemory,
     hosts: StateMemory,
-    /// The content of the last state message, to recognise its copies.
-    last_state: Option<Vec<u8>>,
+    copies: Copies,
 }
 
 impl Mapper {
@@ -120,13 +122,18 @@ impl Mapper {
             include_xml: settings.include_xml,
             vms: StateMemory::new(settings.max_tracked_objects),
             hosts: StateMemory::new(settings.max_tracked_objects),
-            last_state: None,
+            copies: Copies::default(),
         }
     }
 
     /// Maps one ZeroMQ message (its frames). The key is checked first, so messages of kinds
     /// that are not forwarded, and copies, are never decoded.
     pub fn map(&mut self, frames: &[&[u8]]) -> Result<Outcome, Malformed> {
+        self.map_at(frames, Instant::now())
+    }
+
+    /// [`Mapper::map`] for a message received at `now`.
+    pub fn map_at(&mut self, frames: &[&[u8]], now: Instant) -> Result<Outcome, Malformed> {
         let [key, content] = frames else {
             return Err(Malformed::Frames(frames.len()));
         };
@@ -134,16 +141,22 @@ impl Mapper {
             Key::Retry => Ok(Outcome::Skip(Skipped::Retry)),
             Key::Api { .. } if !self.kinds.api => Ok(Outcome::Skip(Skipped::NotForwarded)),
             Key::Api { call, success } => self.api(&call, success, content),
-            Key::State(key) => self.state_change(Claim::State(&key), content),
-            Key::Service { service_id } => self.state_change(Claim::Service(service_id), content),
+            Key::State(key) => self.state_change(Claim::State(&key), content, now),
+            Key::Service { service_id } => {
+                self.state_change(Claim::Service(service_id), content, now)
+            }
         }
     }
 
-    fn state_change(&mut self, claim: Claim<'_>, content: &[u8]) -> Result<Outcome, Malformed> {
-        if self.last_state.as_deref() == Some(content) {
+    fn state_change(
+        &mut self,
+        claim: Claim<'_>,
+        content: &[u8],
+        now: Instant,
+    ) -> Result<Outcome, Malformed> {
+        if self.copies.is_copy(content, now) {
             return Ok(Outcome::Skip(Skipped::Copy));
         }
-        self.last_state = Some(content.to_vec());
         if let Claim::State(key) = claim
             && let Some(skip) = self.skip_object(&key.object)
         {
@@ -412,6 +425,7 @@ mod tests {
             name: "web-1",
             state,
             lcm_state,
+            previous: ("PENDING", "LCM_INIT"),
             host: (state == "ACTIVE").then_some("node-1"),
             service_id: None,
         }
@@ -456,10 +470,18 @@ mod tests {
     #[test]
     fn a_vm_lifecycle_gives_one_event_per_change_under_both_keys() {
         let mut m = Mapper::new(&settings());
-        let messages: Vec<_> = LIFECYCLE
-            .iter()
-            .flat_map(|(state, lcm)| vm(42, state, lcm).messages())
-            .collect();
+        let mut previous = ("INIT", "LCM_INIT");
+        let mut messages = Vec::new();
+        for (state, lcm) in LIFECYCLE {
+            messages.extend(
+                Vm {
+                    previous,
+                    ..vm(42, state, lcm)
+                }
+                .messages(),
+            );
+            previous = (state, lcm);
+        }
         assert_eq!(messages[0].0, "EVENT VM 42/PENDING/LCM_INIT ");
         assert_eq!(messages[1].0, "EVENT STATE VM/PENDING/LCM_INIT/42 ");
         let (events, skipped) = feed(&mut m, &messages);
@@ -532,28 +554,46 @@ mod tests {
         let content = oned::base64(&vm(9, "ACTIVE", "RUNNING").document());
         let (events, _) = feed(&mut m, &[("EVENT STATE VM/ACTIVE/RUNNING".into(), content)]);
         assert_eq!(events[0].1["vm_id"], 9);
-        let host = oned::base64(&oned::host_document(3, "node-1", "MONITORED"));
+        let host = oned::base64(&oned::host_document(3, "node-1", "MONITORED", "INIT"));
         let (events, _) = feed(&mut m, &[("EVENT STATE HOST/MONITORED/".into(), host)]);
         assert_eq!(events[0].1["host_id"], 3);
     }
 
     #[test]
-    fn the_same_state_again_later_is_a_new_event() {
+    fn interleaved_copies_of_changes_made_at_once_give_one_event_each() {
+        // OpenNebula 7 publishes from 15 threads: the keys of two changes can interleave.
         let mut m = Mapper::new(&settings());
-        let mut messages = vm(1, "ACTIVE", "RUNNING").messages();
-        messages.extend(vm(2, "ACTIVE", "RUNNING").messages());
-        messages.extend(vm(1, "ACTIVE", "RUNNING").messages());
-        let (events, _) = feed(&mut m, &messages);
+        let a = vm(1, "ACTIVE", "RUNNING").messages();
+        let b = vm(2, "ACTIVE", "BOOT").messages();
+        let interleaved = [a[0].clone(), b[0].clone(), a[1].clone(), b[1].clone()];
+        let (events, skipped) = feed(&mut m, &interleaved);
         let ids: Vec<_> = events.iter().map(|(_, b)| b["vm_id"].clone()).collect();
-        assert_eq!(ids, [1, 2, 1]);
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(skipped, [Skipped::Copy, Skipped::Copy]);
+    }
+
+    #[test]
+    fn the_same_document_seconds_later_is_a_new_event() {
+        let mut m = Mapper::new(&settings());
+        let (key, content) = &vm(1, "ACTIVE", "RUNNING").messages()[0];
+        let frames = [key.as_bytes(), content.as_bytes()];
+        let now = Instant::now();
+        assert!(matches!(m.map_at(&frames, now), Ok(Outcome::Publish(_))));
+        let later = now + std::time::Duration::from_secs(6);
+        assert!(matches!(m.map_at(&frames, later), Ok(Outcome::Publish(_))));
     }
 
     #[test]
     fn a_host_goes_into_error_and_back() {
         let mut m = Mapper::new(&settings());
-        let messages: Vec<_> = ["MONITORED", "ERROR", "MONITORED"]
+        let changes = [
+            ("MONITORED", "INIT"),
+            ("ERROR", "MONITORED"),
+            ("MONITORED", "ERROR"),
+        ];
+        let messages: Vec<_> = changes
             .iter()
-            .flat_map(|s| oned::host_messages(3, "node-1", s))
+            .flat_map(|(state, previous)| oned::host_messages(3, "node-1", state, previous))
             .collect();
         assert_eq!(messages[0].0, "EVENT HOST 3/MONITORED/ ");
         assert_eq!(messages[1].0, "EVENT STATE HOST/MONITORED//3 ");
@@ -779,7 +819,7 @@ mod tests {
             let err = m.map(frames).err();
             assert_eq!(err.as_ref().map(Malformed::kind), Some(kind), "{err:?}");
             // Nothing is remembered of a malformed message but its content, for its copies.
-            m.last_state = None;
+            m.copies = Copies::default();
         }
         assert_eq!(m.remembered(), (0, 0));
         let (events, _) = feed(&mut m, &vm(1, "ACTIVE", "RUNNING").messages());

@@ -278,7 +278,9 @@ pub(super) fn document_tag(object: &str) -> &str {
 /// (`Request::make_xml_response` in `include/Request.h`): on success OUT 2 is the call's return
 /// value (the id of the object for allocate and most actions), on failure OUT 2 is the error
 /// text and OUT 4 the id of the object concerned (-1 for none). OpenNebula writes parameters
-/// unescaped, so a document that is not well-formed is read leniently ([`lenient::api`]).
+/// unescaped, so a document that is not well-formed is read leniently ([`lenient::api`]), and
+/// a parameter can even hold well-formed elements: an OUT value that appears more than once
+/// was partly written by a user and is not taken.
 pub fn parse_api(xml: &str, call: &str, success: bool) -> Result<ApiHook, Malformed> {
     let doc = match parse_document(xml) {
         Ok(doc) => doc,
@@ -291,14 +293,16 @@ pub fn parse_api(xml: &str, call: &str, success: bool) -> Result<ApiHook, Malfor
     }
     let out = |position: &str| -> Option<&str> {
         let params = child(child(root, "CALL_INFO")?, "PARAMETERS")?;
-        params
+        let mut outs = params
             .children()
             .filter(|p| p.has_tag_name("PARAMETER"))
-            .find(|p| {
+            .filter(|p| {
                 child_text(*p, "TYPE") == Some("OUT")
                     && child_text(*p, "POSITION").map(str::trim) == Some(position)
             })
-            .map(|p| child_text(p, "VALUE").unwrap_or(""))
+            .map(|p| child_text(p, "VALUE").unwrap_or(""));
+        let value = outs.next()?;
+        outs.next().is_none().then_some(value)
     };
     Ok(api_hook(success, out("2"), out("4")))
 }
@@ -629,6 +633,16 @@ mod tests {
                 Err(Malformed::Schema(_))
             ));
         }
+    }
+
+    #[test]
+    fn an_out_value_injected_through_a_parameter_is_not_taken() {
+        let injected = "x</VALUE></PARAMETER><PARAMETER><POSITION>2</POSITION><TYPE>OUT</TYPE>\
+            <VALUE>999</VALUE></PARAMETER><PARAMETER><POSITION>9</POSITION><TYPE>IN</TYPE><VALUE>y";
+        let ok = api("1", &[(1, "true"), (2, "12"), (3, "0")]).replace("NAME=web", injected);
+        assert!(Document::parse(&ok).is_ok());
+        let hook = parse_api(&ok, "one.vm.allocate", true);
+        assert_eq!(hook.map(|h| h.resource_id), Ok(None));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! Malformed messages are counted per kind, logged at `warn` the first time for each kind
 //! (then at `debug`, with a `warn` summary at most every five minutes) and skipped.
 
+mod copies;
 mod lenient;
 mod mapping;
 mod memory;

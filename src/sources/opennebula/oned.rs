@@ -18,6 +18,9 @@ pub struct Vm<'a> {
     pub name: &'a str,
     pub state: &'a str,
     pub lcm_state: &'a str,
+    /// The state before this change (`PREV_STATE`, `PREV_LCM_STATE` in the document): what
+    /// makes two changes to the same state differ, as they do in oned's documents.
+    pub previous: (&'a str, &'a str),
     pub host: Option<&'a str>,
     pub service_id: Option<u64>,
 }
@@ -42,9 +45,18 @@ impl Vm<'_> {
             "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>VM</HOOK_OBJECT>\
              <STATE>{}</STATE><LCM_STATE>{}</LCM_STATE><RESOURCE_ID>{}</RESOURCE_ID>{service}\
              {remote}<VM><ID>{}</ID><UID>0</UID><GID>0</GID><UNAME>oneadmin</UNAME>\
-             <GNAME>oneadmin</GNAME><NAME>{}</NAME><STATE>3</STATE><LCM_STATE>3</LCM_STATE>\
+             <GNAME>oneadmin</GNAME><NAME>{}</NAME><STATE>{}</STATE><LCM_STATE>{}</LCM_STATE>\
+             <PREV_STATE>{}</PREV_STATE><PREV_LCM_STATE>{}</PREV_LCM_STATE>\
              <TEMPLATE><CPU><![CDATA[1]]></CPU></TEMPLATE>{user_template}</VM></HOOK_MESSAGE>",
-            self.state, self.lcm_state, self.id, self.id, self.name
+            self.state,
+            self.lcm_state,
+            self.id,
+            self.id,
+            self.name,
+            vm_state_number(self.state),
+            lcm_state_number(self.lcm_state),
+            vm_state_number(self.previous.0),
+            lcm_state_number(self.previous.1),
         )
     }
 
@@ -58,22 +70,75 @@ impl Vm<'_> {
     }
 }
 
+/// `VirtualMachine::VmState` and `LcmState` numbers (`include/VirtualMachine.h`) of the states
+/// the tests use.
+fn vm_state_number(name: &str) -> u32 {
+    let states = [
+        ("INIT", 0),
+        ("PENDING", 1),
+        ("HOLD", 2),
+        ("ACTIVE", 3),
+        ("STOPPED", 4),
+        ("SUSPENDED", 5),
+        ("DONE", 6),
+        ("POWEROFF", 8),
+        ("UNDEPLOYED", 9),
+    ];
+    number(&states, name)
+}
+
+fn lcm_state_number(name: &str) -> u32 {
+    let states = [
+        ("LCM_INIT", 0),
+        ("PROLOG", 1),
+        ("BOOT", 2),
+        ("RUNNING", 3),
+        ("MIGRATE", 4),
+        ("EPILOG", 11),
+        ("SHUTDOWN", 12),
+        ("HOTPLUG", 17),
+        ("SHUTDOWN_POWEROFF", 18),
+        ("BOOT_POWEROFF", 20),
+    ];
+    number(&states, name)
+}
+
+/// `Host::HostState` numbers (`include/Host.h`).
+fn host_state_number(name: &str) -> u32 {
+    let states = [
+        ("INIT", 0),
+        ("MONITORED", 2),
+        ("ERROR", 3),
+        ("DISABLED", 4),
+        ("OFFLINE", 8),
+    ];
+    number(&states, name)
+}
+
+fn number(states: &[(&str, u32)], name: &str) -> u32 {
+    states
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, number)| *number)
+        .unwrap_or_else(|| panic!("add {name} to the state numbers"))
+}
+
 /// `HookStateHost::format_message`, before base64 (the `<HOST>` document abridged).
-pub fn host_document(id: u64, name: &str, state: &str) -> String {
+pub fn host_document(id: u64, name: &str, state: &str, previous: &str) -> String {
     format!(
         "<HOOK_MESSAGE><HOOK_TYPE>STATE</HOOK_TYPE><HOOK_OBJECT>HOST</HOOK_OBJECT>\
          <STATE>{state}</STATE><REMOTE_HOST>{name}</REMOTE_HOST><RESOURCE_ID>{id}</RESOURCE_ID>\
-         <HOST><ID>{id}</ID><NAME>{name}</NAME><STATE>2</STATE><PREV_STATE>2</PREV_STATE>\
-         <IM_MAD><![CDATA[kvm]]></IM_MAD><TEMPLATE/></HOST></HOOK_MESSAGE>"
+         <HOST><ID>{id}</ID><NAME>{name}</NAME><STATE>{}</STATE><PREV_STATE>{}</PREV_STATE>\
+         <IM_MAD><![CDATA[kvm]]></IM_MAD><TEMPLATE/></HOST></HOOK_MESSAGE>",
+        host_state_number(state),
+        host_state_number(previous)
     )
 }
 
 /// Both messages for a host state change (a host has no LCM state: `"HOST 3/MONITORED/ "`).
-pub fn host_messages(id: u64, name: &str, state: &str) -> Vec<Message> {
-    with_content(
-        state_keys("HOST", id, state, ""),
-        &host_document(id, name, state),
-    )
+pub fn host_messages(id: u64, name: &str, state: &str, previous: &str) -> Vec<Message> {
+    let document = host_document(id, name, state, previous);
+    with_content(state_keys("HOST", id, state, ""), &document)
 }
 
 /// `HookStateImage::format_message`: no REMOTE_HOST.
