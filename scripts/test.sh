@@ -2,7 +2,8 @@
 # The whole test suite, exactly as CI runs it (.ci/run calls this):
 #   1. installs what the tests need (scripts/install-test-deps.sh: wscat, websocat, curl,
 #      Python websockets + pytest), skipping whatever is already there;
-#   2. checks formatting and lints (cargo fmt, clippy -D warnings);
+#   2. checks formatting and lints (cargo fmt, clippy -D warnings) and that no modules import
+#      each other in a circle;
 #   3. runs the unit and integration tests (real sockets on 127.0.0.1), then a smoke run of the
 #      fan-out benchmark harness (a few hundred sockets, asserting zero loss);
 #   4. runs the end-to-end client tests (tests/e2e) against the built binary;
@@ -22,6 +23,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+
+step "no module cycles (scripts/check-module-cycles.py)"
+python3 scripts/check-module-cycles.py
 
 step "cargo test (unit + integration)"
 cargo test --locked

@@ -1,10 +1,30 @@
 //! events-hub: a WebSocket hub for infrastructure events.
 //!
-//! The path of an event: `routes` (publish) → `hub` (stamp, serialise once, per-channel
-//! broadcast) → `ws` (one task per socket) → the subscriber. The path of a subscriber: `routes`
-//! (subscribe) → `auth` → `admission` → upgrade → `ws`.
+//! The modules, bottom-up (each uses only those above it; `scripts/check-module-cycles.py`
+//! checks that none import each other in a circle):
+//!
+//! | module | concern |
+//! | --- | --- |
+//! | [`identity`] | who is calling: `Identity`, `Method`, `Owner`, claim names |
+//! | [`protocol`] | the wire format: event envelope, client messages, error frames |
+//! | [`config`] | settings: defaults, file, environment, validation |
+//! | [`hub`] | channels, per-channel sequence and history, broadcast to sockets |
+//! | [`admission`] | who may open a socket now: per-IP, per-identity and total limits |
+//! | [`error`] | every refusal as the SPEC's error body, mapped in one place |
+//! | [`auth`] | credentials (JWT, API key, query token) → `Identity` |
+//! | [`ws`] | one task per socket: frames out, client messages in, heartbeat, close codes |
+//! | [`sources`] | event sources the hub subscribes to itself (OpenNebula's Hook Manager) |
+//! | [`routes`] | the HTTP handlers: subscribe, unsubscribe, publish, history, health |
+//! | [`app`] | `AppState` and `fn app(state) -> Router`: the handlers on their paths |
+//! | [`refusal_body`] | the error body on hyper's own 400/414/431 answers |
+//! | [`server`] | the accept loop and the shutdown sequence |
+//!
+//! The path of an event: `routes::publish` → `hub` (stamp, serialise once, per-channel
+//! broadcast) → `ws` (one task per socket) → the subscriber. The path of a subscriber:
+//! `server` → `app` → `routes::subscribe` → `auth` → `admission` → upgrade → `ws`.
 
 pub mod admission;
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -5,10 +5,11 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use clap::Parser;
+use events_hub::app::{self, AppState};
 use events_hub::auth::{self, TokenSpec};
 use events_hub::cli::{Cli, Command, GlobalArgs, HashKeyArgs, MintTokenArgs};
 use events_hub::config::{ConfigError, EVENTS_PUBLISH, READ_ONLY, Settings};
-use events_hub::server::{self, AppState};
+use events_hub::server;
 use jsonwebtoken::{Algorithm, EncodingKey};
 
 fn main() -> ExitCode {
@@ -93,7 +94,7 @@ fn serve(global: &GlobalArgs) -> ExitCode {
         Err(error) => return config_failure(&error),
     };
 
-    let router = events_hub::routes::router(state.clone());
+    let router = app::app(state.clone());
     serve_until_signal(listen, state, router, |local| {
         print_banner(local, generated.then_some(secret.as_str()), algorithm);
     })

@@ -1,5 +1,5 @@
-//! The HTTP surface: subscribe upgrade, unsubscribe, publish, health. Every route is served at
-//! the root and under `/api` (the seed quick start uses `/api/v1/...`).
+//! The route handlers: subscribe upgrade, unsubscribe, publish, history, health. `app` puts
+//! them on paths.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -9,20 +9,19 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, RawQuery, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::app::state::AppState;
 use crate::auth::{self, Identity};
 use crate::config::{EVENTS_PUBLISH, READ_ONLY};
 use crate::error::{ApiError, Refusal};
 use crate::hub::{ChannelId, Resume};
 use crate::protocol;
-use crate::server::AppState;
 use crate::ws::{self, Session};
 
 /// Largest unsubscribe body read.
@@ -31,23 +30,7 @@ const MAX_UNSUBSCRIBE_BYTES: usize = 16 * 1024;
 const READ_BUFFER_BYTES: usize = 2 * 1024;
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
-pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/v1/ws/subscribe", get(subscribe))
-        .route("/v1/ws/unsubscribe", post(unsubscribe))
-        .route("/v1/events", post(publish).get(history))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
-    Router::new()
-        .merge(v1.clone())
-        .nest("/api", v1)
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(log_request))
-        .with_state(state)
-}
-
-async fn subscribe(
+pub(crate) async fn subscribe(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     identity: Identity,
@@ -230,7 +213,7 @@ struct UnsubscribeRequest {
     event_types: EventTypes,
 }
 
-async fn unsubscribe(
+pub(crate) async fn unsubscribe(
     State(app): State<AppState>,
     identity: Identity,
     headers: HeaderMap,
@@ -284,7 +267,7 @@ async fn unsubscribe(
 /// The `200` body: `message` first, as the seed guide shows it; the partial-success lists and
 /// `guidance` only when something was not removed.
 #[derive(serde::Serialize)]
-struct UnsubscribeReply {
+pub(crate) struct UnsubscribeReply {
     message: &'static str,
     #[serde(flatten)]
     outcome: crate::hub::Unsubscribed,
@@ -292,7 +275,7 @@ struct UnsubscribeReply {
     guidance: Option<String>,
 }
 
-async fn publish(
+pub(crate) async fn publish(
     State(app): State<AppState>,
     identity: Identity,
     headers: HeaderMap,
@@ -359,7 +342,7 @@ const MAX_HISTORY_PAGE: usize = 1000;
 
 /// `GET /v1/events?event_type=pdfm&since=<seq>&limit=N`: kept events after `since`, for
 /// clients that poll instead of holding a socket.
-async fn history(
+pub(crate) async fn history(
     State(app): State<AppState>,
     identity: Identity,
     RawQuery(query): RawQuery,
@@ -436,7 +419,7 @@ async fn history(
 
 /// The `GET /v1/events` answer.
 #[derive(serde::Serialize)]
-struct HistoryReply<'a> {
+pub(crate) struct HistoryReply<'a> {
     event_type: &'a str,
     epoch: u64,
     oldest_seq: Option<u64>,
@@ -451,11 +434,13 @@ struct HistoryReply<'a> {
     events: Vec<&'a serde_json::value::RawValue>,
 }
 
-async fn healthz() -> Json<serde_json::Value> {
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(crate) async fn readyz(
+    State(app): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     if app.shutdown.is_cancelled() || !app.ready.load(Ordering::Acquire) {
         return Err(ApiError::Unavailable("the hub is shutting down".into()));
     }
@@ -470,21 +455,21 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, 
     Ok(Json(body))
 }
 
-async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+pub(crate) async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!(
         "no route for {method} {}; see docs/api.md",
         uri.path()
     ))
 }
 
-async fn method_not_allowed() -> ApiError {
+pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
 /// One line per request, with the path only: query strings may carry `access_token`.
 /// Refusals are logged at `info` (an operator wants to see who was turned away and why),
 /// successes at `debug` (publishing can be thousands of requests a second).
-async fn log_request(
+pub(crate) async fn log_request(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,

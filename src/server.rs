@@ -1,5 +1,5 @@
-//! Wiring: settings → shared state → a listening server, and the shutdown sequence. The binary
-//! and the test harness both go through [`AppState::build`] and [`run`].
+//! The listening server and the shutdown sequence. The binary and the test harness both build
+//! an [`AppState`] and go through [`run`].
 //!
 //! The accept loop is ours rather than `axum::serve` so that it can bound how long a client may
 //! take to send its request headers, and say plainly when the process runs out of file
@@ -7,8 +7,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
+use std::sync::atomic::Ordering;
 
 use std::time::Duration;
 
@@ -22,62 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
-use crate::admission::{Admission, ClientIpResolver};
-use crate::auth::Authenticator;
-use crate::config::{ConfigError, Settings};
-use crate::hub::Hub;
+use crate::app::{self, AppState};
 use crate::refusal_body::RefusalBody;
-use crate::routes;
-use crate::sources::Sources;
-use crate::ws::SessionSettings;
-
-/// Everything the routes share.
-#[derive(Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub hub: Arc<Hub>,
-    pub auth: Arc<Authenticator>,
-    pub client_ips: Arc<ClientIpResolver>,
-    pub admission: Arc<Admission>,
-    pub session_settings: SessionSettings,
-    /// Cancelled when shutdown begins: sockets close with 1001, new handshakes get 503.
-    pub shutdown: CancellationToken,
-    /// Live socket tasks, so shutdown can wait for them.
-    pub sessions: TaskTracker,
-    pub ready: Arc<AtomicBool>,
-    /// Event sources the hub subscribes to itself (`[sources]`); started by [`run_with`].
-    pub sources: Sources,
-}
-
-impl axum::extract::FromRef<AppState> for Arc<Authenticator> {
-    fn from_ref(state: &AppState) -> Self {
-        Arc::clone(&state.auth)
-    }
-}
-
-impl AppState {
-    /// `jwt_secret` is the secret in force (the configured one, or one generated at start-up).
-    pub fn build(settings: Settings, jwt_secret: &str) -> Result<Self, ConfigError> {
-        let auth = Authenticator::from_settings(&settings, jwt_secret)?;
-        let client_ips = ClientIpResolver::new(settings.trusted_proxies()?);
-        Ok(Self {
-            hub: Hub::new(
-                &settings.hub.channels,
-                settings.hub.send_queue,
-                &settings.history,
-            ),
-            auth: Arc::new(auth),
-            client_ips: Arc::new(client_ips),
-            admission: Admission::new(&settings.admission),
-            session_settings: SessionSettings::from_settings(&settings),
-            shutdown: CancellationToken::new(),
-            sessions: TaskTracker::new(),
-            ready: Arc::new(AtomicBool::new(false)),
-            sources: Sources::new(&settings.sources),
-            settings: Arc::new(settings),
-        })
-    }
-}
 
 /// How a run ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -95,7 +41,7 @@ pub async fn run(
     state: AppState,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Stopped> {
-    let router = routes::router(state.clone());
+    let router = app::app(state.clone());
     run_with(listener, state, router, signal).await
 }
 

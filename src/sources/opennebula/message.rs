@@ -26,7 +26,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use roxmltree::{Document, Node};
 
-use super::lenient;
+use super::lenient::{self, StateHeader, document_tag};
 
 /// Keys longer than this are not OpenNebula's.
 const MAX_KEY_BYTES: usize = 512;
@@ -236,7 +236,7 @@ pub struct ApiHook {
 pub fn parse_state(xml: &str) -> Result<StateHook, Malformed> {
     let doc = match parse_document(xml) {
         Ok(doc) => doc,
-        Err(error) => return lenient::state(xml).unwrap_or(Err(error)),
+        Err(error) => return lenient::state(xml).map_or(Err(error), state_hook),
     };
     let root = hook_message(&doc, "STATE")?;
     let object = child_text(root, "HOOK_OBJECT").unwrap_or("").to_owned();
@@ -257,19 +257,25 @@ pub fn parse_state(xml: &str) -> Result<StateHook, Malformed> {
     })
 }
 
+/// The hook a leniently read header describes.
+fn state_hook(header: StateHeader<'_>) -> Result<StateHook, Malformed> {
+    let owned = |s: &str| s.to_owned();
+    Ok(StateHook {
+        object: header.object.to_owned(),
+        id: resource_id(header.resource_id)?,
+        state: header.state.map(owned),
+        lcm_state: header.lcm_state.map(owned),
+        service_id: header.service_id.and_then(|s| parse_id(s.trim())),
+        remote_host: header.remote_host.filter(|h| !h.is_empty()).map(owned),
+        name: header.name.map(owned),
+    })
+}
+
 /// `RESOURCE_ID` (or, before 5.10's successors, the object's own `ID`) as an id.
-pub(super) fn resource_id(text: Option<&str>) -> Result<u64, Malformed> {
+fn resource_id(text: Option<&str>) -> Result<u64, Malformed> {
     let text = text.ok_or_else(|| Malformed::Schema("no RESOURCE_ID".into()))?;
     parse_id(text.trim())
         .ok_or_else(|| Malformed::Schema(format!("RESOURCE_ID {text:?} is not an id")))
-}
-
-/// The element an object's own document is in: `to_xml` of a virtual network writes `<VNET>`.
-pub(super) fn document_tag(object: &str) -> &str {
-    match object {
-        "NET" => "VNET",
-        other => other,
-    }
 }
 
 /// Parses a `HOOK_MESSAGE` of `HOOK_TYPE` API for `call`.
@@ -284,7 +290,13 @@ pub(super) fn document_tag(object: &str) -> &str {
 pub fn parse_api(xml: &str, call: &str, success: bool) -> Result<ApiHook, Malformed> {
     let doc = match parse_document(xml) {
         Ok(doc) => doc,
-        Err(error) => return lenient::api(xml, call, success).unwrap_or(Err(error)),
+        Err(error) => {
+            return match lenient::api(xml, success) {
+                None => Err(error),
+                Some(layout) if layout.call != call => Err(call_mismatch(layout.call, call)),
+                Some(layout) => Ok(api_hook(success, layout.out2, layout.out4)),
+            };
+        }
     };
     let root = hook_message(&doc, "API")?;
     let said = child_text(root, "CALL").unwrap_or("");
@@ -308,7 +320,7 @@ pub fn parse_api(xml: &str, call: &str, success: bool) -> Result<ApiHook, Malfor
 }
 
 /// The body's fields from OUT 2 and OUT 4, however they were read.
-pub(super) fn api_hook(success: bool, out2: Option<&str>, out4: Option<&str>) -> ApiHook {
+fn api_hook(success: bool, out2: Option<&str>, out4: Option<&str>) -> ApiHook {
     let id = |value: Option<&str>| value.and_then(|v| parse_id(v.trim()));
     if success {
         ApiHook {
@@ -323,7 +335,7 @@ pub(super) fn api_hook(success: bool, out2: Option<&str>, out4: Option<&str>) ->
     }
 }
 
-pub(super) fn call_mismatch(said: &str, call: &str) -> Malformed {
+fn call_mismatch(said: &str, call: &str) -> Malformed {
     Malformed::Schema(format!("CALL is {said:?}, the key says {call:?}"))
 }
 

@@ -7,9 +7,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use events_hub::app::AppState;
 use events_hub::auth::{self, TokenSpec};
 use events_hub::config::{EVENTS_PUBLISH, READ_ONLY, Settings};
-use events_hub::server::{self, AppState, Stopped};
+use events_hub::server::{self, Stopped};
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::Value;
