@@ -34,7 +34,8 @@ step "benchmark harness smoke run (a few hundred sockets, zero loss)"
 cargo test --locked --bench fanout -- --smoke
 
 step "end-to-end clients: websocat, wscat, Python websockets, curl"
-cargo build --locked --bin events-hub
+# `cargo test` above built target/debug/events-hub (the binary tests run it): no second build.
+test -x target/debug/events-hub
 EVENTS_HUB_BIN="$PWD/target/debug/events-hub" python3 -m pytest -q tests/e2e
 
 step "RFC 6455 conformance: Autobahn cases via kosoku"
