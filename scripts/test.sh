@@ -24,6 +24,9 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 
+step "the hub builds without the OpenNebula source (cargo feature opennebula off)"
+cargo check --locked --no-default-features --lib --bins
+
 step "no module cycles (scripts/check-module-cycles.py)"
 python3 scripts/check-module-cycles.py
 

@@ -13,13 +13,14 @@
 //! | [`error`] | every refusal as the SPEC's error body, mapped in one place |
 //! | [`auth`] | credentials (JWT, API key, query token) → `Identity` |
 //! | [`ws`] | one task per socket: frames out, client messages in, heartbeat, close codes |
+//! | [`publisher`] | the one way events are published: routes and sources call it |
 //! | [`sources`] | event sources the hub subscribes to itself (OpenNebula's Hook Manager) |
 //! | [`routes`] | the HTTP handlers: subscribe, unsubscribe, publish, history, health |
 //! | [`app`] | `AppState` and `fn app(state) -> Router`: the handlers on their paths |
 //! | [`refusal_body`] | the error body on hyper's own 400/414/431 answers |
 //! | [`server`] | the accept loop and the shutdown sequence |
 //!
-//! The path of an event: `routes::publish` → `hub` (stamp, serialise once, per-channel
+//! The path of an event: `routes::publish` → `publisher` → `hub` (stamp, serialise once, per-channel
 //! broadcast) → `ws` (one task per socket) → the subscriber. The path of a subscriber:
 //! `server` → `app` → `routes::subscribe` → `auth` → `admission` → upgrade → `ws`.
 
@@ -32,6 +33,7 @@ pub mod error;
 pub mod hub;
 pub mod identity;
 pub mod protocol;
+pub mod publisher;
 pub mod refusal_body;
 pub mod routes;
 pub mod server;

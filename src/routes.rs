@@ -305,8 +305,8 @@ pub(crate) async fn publish(
             limits.max_batch_events
         )));
     }
-    let events = app.hub.prepare(events)?;
-    let receipt = app.hub.publish(events)?;
+    let events = app.publisher.prepare(events)?;
+    let receipt = app.publisher.publish(events)?;
     Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
 }
 

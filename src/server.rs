@@ -57,7 +57,7 @@ pub async fn run_with(
     let stop_http = CancellationToken::new();
     state.ready.store(true, Ordering::Release);
     tracing::info!(%local, "listening");
-    state.sources.start(&state.hub, &state.shutdown);
+    state.sources.start(&state.publisher, &state.shutdown);
 
     tokio::pin!(signal);
     let mut fd_warning = FdWarning::default();

@@ -11,6 +11,7 @@ use crate::admission::{Admission, ClientIpResolver};
 use crate::auth::Authenticator;
 use crate::config::{ConfigError, Settings};
 use crate::hub::Hub;
+use crate::publisher::Publisher;
 use crate::sources::Sources;
 use crate::ws::SessionSettings;
 
@@ -19,6 +20,8 @@ use crate::ws::SessionSettings;
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub hub: Arc<Hub>,
+    /// The one way events are published (routes and sources alike).
+    pub publisher: Publisher,
     pub auth: Arc<Authenticator>,
     pub client_ips: Arc<ClientIpResolver>,
     pub admission: Arc<Admission>,
@@ -43,12 +46,14 @@ impl AppState {
     pub fn build(settings: Settings, jwt_secret: &str) -> Result<Self, ConfigError> {
         let auth = Authenticator::from_settings(&settings, jwt_secret)?;
         let client_ips = ClientIpResolver::new(settings.trusted_proxies()?);
+        let hub = Hub::new(
+            &settings.hub.channels,
+            settings.hub.send_queue,
+            &settings.history,
+        );
         Ok(Self {
-            hub: Hub::new(
-                &settings.hub.channels,
-                settings.hub.send_queue,
-                &settings.history,
-            ),
+            publisher: Publisher::new(Arc::clone(&hub)),
+            hub,
             auth: Arc::new(auth),
             client_ips: Arc::new(client_ips),
             admission: Admission::new(&settings.admission),
@@ -56,7 +61,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             ready: Arc::new(AtomicBool::new(false)),
-            sources: Sources::new(&settings.sources),
+            sources: Sources::new(&settings.sources)?,
             settings: Arc::new(settings),
         })
     }

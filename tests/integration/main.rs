@@ -11,6 +11,7 @@ mod inband;
 mod messages;
 mod publish;
 mod resume;
+#[cfg(feature = "opennebula")]
 mod sources;
 mod subscribe;
 mod unsubscribe;
