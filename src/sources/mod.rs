@@ -5,6 +5,7 @@
 //! and stopped with it: each source watches the shutdown token and ends when it is cancelled
 //! (or when the hub refuses events because it is shutting down).
 
+pub mod config;
 pub mod opennebula;
 
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{OpenNebulaSource, SourceSettings};
+use self::config::SourceSettings;
+use self::opennebula::config::OpenNebulaSource;
 use crate::hub::Hub;
 
 /// The configured sources, their live counters, and their threads.

@@ -11,6 +11,7 @@
 //! Malformed messages are counted per kind, logged at `warn` the first time for each kind
 //! (then at `debug`, with a `warn` summary at most every five minutes) and skipped.
 
+pub mod config;
 mod copies;
 mod lenient;
 mod mapping;
@@ -26,11 +27,11 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use self::config::OpenNebulaSource;
 use self::mapping::{Mapper, Outcome};
 pub use self::mapping::{SKIPPED_KINDS, host_health};
 pub use self::message::MALFORMED_KINDS;
 pub use self::stats::Stats;
-use crate::config::OpenNebulaSource;
 use crate::hub::{ChannelId, Event, Hub, HubError};
 
 /// How long the thread waits for a message before looking at the shutdown token again.

@@ -1,0 +1,107 @@
+//! `[auth]`: how callers prove who they are (JWT key material, API keys).
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+use super::error::ConfigError;
+use crate::identity::KNOWN_CLAIMS;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwt_algorithm: String,
+    pub jwt_secret: String,
+    pub jwt_public_key_file: String,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_leeway_secs: u64,
+    pub allow_query_token: bool,
+    pub api_keys: Vec<ApiKeySettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySettings {
+    pub name: String,
+    pub sha256: String,
+    pub claims: Vec<String>,
+}
+
+impl AuthSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let algorithm = self.algorithm()?;
+        if !is_hmac(algorithm) && self.jwt_public_key_file.is_empty() {
+            return Err(ConfigError::new(
+                "auth.jwt_public_key_file",
+                format!("{algorithm:?} needs a PEM public key file"),
+            ));
+        }
+        for (i, key) in self.api_keys.iter().enumerate() {
+            key.validate(i)?;
+        }
+        Ok(())
+    }
+
+    pub fn algorithm(&self) -> Result<Algorithm, ConfigError> {
+        let name = self.jwt_algorithm.to_ascii_uppercase();
+        let algorithm = match name.as_str() {
+            "HS256" => Algorithm::HS256,
+            "HS384" => Algorithm::HS384,
+            "HS512" => Algorithm::HS512,
+            "RS256" => Algorithm::RS256,
+            "RS384" => Algorithm::RS384,
+            "RS512" => Algorithm::RS512,
+            "ES256" => Algorithm::ES256,
+            "ES384" => Algorithm::ES384,
+            _ => {
+                return Err(ConfigError::new(
+                    "auth.jwt_algorithm",
+                    format!(
+                        "{:?} is not supported; use HS256/384/512, RS256/384/512 or ES256/384",
+                        self.jwt_algorithm
+                    ),
+                ));
+            }
+        };
+        Ok(algorithm)
+    }
+}
+
+/// The one place that decides which algorithms sign with the shared `jwt_secret` (the rest
+/// verify with `jwt_public_key_file`), so start-up, `mint-token` and the verifier agree.
+pub fn is_hmac(algorithm: Algorithm) -> bool {
+    matches!(
+        algorithm,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+    )
+}
+
+impl ApiKeySettings {
+    /// `i` is the key's index in `auth.api_keys`, for the error's key.
+    fn validate(&self, i: usize) -> Result<(), ConfigError> {
+        let at = |field: &str| format!("auth.api_keys[{i}].{field}");
+        if self.name.trim().is_empty() {
+            return Err(ConfigError::new(at("name"), "must not be empty"));
+        }
+        if self.sha256.len() != 64 || !self.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ConfigError::new(
+                at("sha256"),
+                "must be 64 hex digits (see `events-hub hash-key`)",
+            ));
+        }
+        if let Some(claim) = self
+            .claims
+            .iter()
+            .find(|c| !KNOWN_CLAIMS.contains(&c.as_str()))
+        {
+            return Err(ConfigError::new(
+                at("claims"),
+                format!(
+                    "unknown claim {claim:?}; known: {}",
+                    KNOWN_CLAIMS.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
