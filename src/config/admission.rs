@@ -1,25 +1,29 @@
 //! `[admission]`: who may open a socket (connection limits, proxies, origins).
 
+use std::num::NonZeroU32;
 use std::str::FromStr;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use super::error::{ConfigError, positive};
+use super::error::{ConfigError, nonzero};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdmissionSettings {
-    pub max_connections: u32,
-    pub max_connections_per_ip: u32,
+    #[serde(deserialize_with = "nonzero")]
+    pub max_connections: NonZeroU32,
+    #[serde(deserialize_with = "nonzero")]
+    pub max_connections_per_ip: NonZeroU32,
+    /// 0: no per-identity limit.
     pub max_connections_per_identity: u32,
-    pub trusted_proxies: Vec<String>,
+    #[serde(deserialize_with = "proxies")]
+    pub trusted_proxies: Vec<IpNet>,
     pub allowed_origins: Vec<String>,
 }
 
 impl AdmissionSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        positive("admission.max_connections", self.max_connections.into())?;
         for origin in &self.allowed_origins {
             let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
                 && !origin.ends_with('/');
@@ -30,28 +34,22 @@ impl AdmissionSettings {
                 ));
             }
         }
-        if self.max_connections_per_ip == 0 {
-            return Err(ConfigError::new(
-                "admission.max_connections_per_ip",
-                "must be at least 1",
-            ));
-        }
-        self.proxies().map(drop)
+        Ok(())
     }
+}
 
-    pub fn proxies(&self) -> Result<Vec<IpNet>, ConfigError> {
-        self.trusted_proxies
-            .iter()
-            .map(|cidr| {
-                IpNet::from_str(cidr)
-                    .or_else(|_| std::net::IpAddr::from_str(cidr).map(IpNet::from))
-                    .map_err(|_| {
-                        ConfigError::new(
-                            "admission.trusted_proxies",
-                            format!("{cidr:?} is not a CIDR such as 10.0.0.0/8"),
-                        )
-                    })
-            })
-            .collect()
-    }
+/// CIDRs, or bare addresses taken as one-address networks; items are trimmed, because
+/// `EVENTS_HUB__ADMISSION__TRUSTED_PROXIES="10.0.0.0/8, 127.0.0.1"` means what it says.
+fn proxies<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|cidr| {
+            let cidr = cidr.trim();
+            IpNet::from_str(cidr)
+                .or_else(|_| std::net::IpAddr::from_str(cidr).map(IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("{cidr:?} is not a CIDR such as 10.0.0.0/8"))
+                })
+        })
+        .collect()
 }

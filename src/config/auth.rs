@@ -1,7 +1,7 @@
 //! `[auth]`: how callers prove who they are (JWT key material, API keys).
 
 use jsonwebtoken::Algorithm;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::error::ConfigError;
 use crate::identity::KNOWN_CLAIMS;
@@ -9,7 +9,8 @@ use crate::identity::KNOWN_CLAIMS;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
-    pub jwt_algorithm: String,
+    #[serde(deserialize_with = "algorithm")]
+    pub jwt_algorithm: Algorithm,
     pub jwt_secret: String,
     pub jwt_public_key_file: String,
     pub jwt_issuer: String,
@@ -29,7 +30,7 @@ pub struct ApiKeySettings {
 
 impl AuthSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let algorithm = self.algorithm()?;
+        let algorithm = self.jwt_algorithm;
         if !is_hmac(algorithm) && self.jwt_public_key_file.is_empty() {
             return Err(ConfigError::new(
                 "auth.jwt_public_key_file",
@@ -41,30 +42,28 @@ impl AuthSettings {
         }
         Ok(())
     }
+}
 
-    pub fn algorithm(&self) -> Result<Algorithm, ConfigError> {
-        let name = self.jwt_algorithm.to_ascii_uppercase();
-        let algorithm = match name.as_str() {
-            "HS256" => Algorithm::HS256,
-            "HS384" => Algorithm::HS384,
-            "HS512" => Algorithm::HS512,
-            "RS256" => Algorithm::RS256,
-            "RS384" => Algorithm::RS384,
-            "RS512" => Algorithm::RS512,
-            "ES256" => Algorithm::ES256,
-            "ES384" => Algorithm::ES384,
-            _ => {
-                return Err(ConfigError::new(
-                    "auth.jwt_algorithm",
-                    format!(
-                        "{:?} is not supported; use HS256/384/512, RS256/384/512 or ES256/384",
-                        self.jwt_algorithm
-                    ),
-                ));
-            }
-        };
-        Ok(algorithm)
-    }
+/// The algorithms the verifier has keys for, named case-insensitively (`hs256` works); the
+/// rest of `jsonwebtoken::Algorithm` (PS*, EdDSA) is refused with the list of those that work.
+fn algorithm<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Algorithm, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    let algorithm = match name.to_ascii_uppercase().as_str() {
+        "HS256" => Algorithm::HS256,
+        "HS384" => Algorithm::HS384,
+        "HS512" => Algorithm::HS512,
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        _ => {
+            return Err(serde::de::Error::custom(format!(
+                "{name:?} is not supported; use HS256/384/512, RS256/384/512 or ES256/384"
+            )));
+        }
+    };
+    Ok(algorithm)
 }
 
 /// The one place that decides which algorithms sign with the shared `jwt_secret` (the rest

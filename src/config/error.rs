@@ -17,10 +17,30 @@ impl ConfigError {
     }
 }
 
-/// Refuses 0 for `key`: the values checked here are counts, sizes and periods.
+/// Refuses 0 for `key`, for values the `config` crate would name wrongly if typed `NonZero*`:
+/// inside an array of tables it writes `sources.opennebula[0]reconnect_min_ms`, no dot.
 pub fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
     if value == 0 {
         return Err(ConfigError::new(key, "must be greater than 0"));
     }
     Ok(())
+}
+
+/// Deserializes a count, size or period that must be greater than 0 into its `NonZero*` type,
+/// with a message that says so; the `config` crate adds the key.
+pub fn nonzero<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<std::num::NonZeroU64>,
+{
+    use serde::Deserialize;
+    let value = u64::deserialize(deserializer)?;
+    let message = if value == 0 {
+        "must be greater than 0"
+    } else {
+        "is too large"
+    };
+    std::num::NonZeroU64::new(value)
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| serde::de::Error::custom(message))
 }

@@ -1,19 +1,17 @@
-//! `[heartbeat]`: how often sockets are pinged and when a silent one is dropped.
+//! `[heartbeat]`: how often sockets are pinged and when a silent one is dropped; both periods
+//! are typed non-zero, so the section needs no check of its own.
+
+use std::num::NonZeroU64;
 
 use serde::Deserialize;
 
-use super::error::{ConfigError, positive};
+use super::error::nonzero;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatSettings {
-    pub ping_interval_secs: u64,
-    pub idle_timeout_secs: u64,
-}
-
-impl HeartbeatSettings {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        positive("heartbeat.ping_interval_secs", self.ping_interval_secs)?;
-        positive("heartbeat.idle_timeout_secs", self.idle_timeout_secs)
-    }
+    #[serde(deserialize_with = "nonzero")]
+    pub ping_interval_secs: NonZeroU64,
+    #[serde(deserialize_with = "nonzero")]
+    pub idle_timeout_secs: NonZeroU64,
 }

@@ -1,18 +1,20 @@
 //! `[history]`: how much of each channel's past the hub keeps for resume and `GET /v1/events`.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::error::{ConfigError, positive};
+use super::error::{ConfigError, nonzero};
 
 /// How much of each channel's past the hub keeps for resume and `GET /v1/events`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistorySettings {
     pub max_events: usize,
-    pub max_bytes: usize,
+    #[serde(deserialize_with = "nonzero")]
+    pub max_bytes: NonZeroUsize,
     pub max_age_secs: u64,
     pub channels: BTreeMap<String, ChannelHistorySettings>,
 }
@@ -43,14 +45,13 @@ impl HistorySettings {
         let age = own.max_age_secs.unwrap_or(self.max_age_secs);
         HistoryLimits {
             max_events: own.max_events.unwrap_or(self.max_events),
-            max_bytes: own.max_bytes.unwrap_or(self.max_bytes),
+            max_bytes: own.max_bytes.unwrap_or(self.max_bytes.get()),
             max_age: (age > 0).then(|| Duration::from_secs(age)),
         }
     }
 
     /// `channels` is `hub.channels`: overrides may only name channels that exist.
     pub fn validate(&self, channels: &[String]) -> Result<(), ConfigError> {
-        positive("history.max_bytes", self.max_bytes as u64)?;
         for (name, own) in &self.channels {
             if !channels.contains(name) {
                 return Err(ConfigError::new(

@@ -1,8 +1,10 @@
 //! `[hub]`: the channels and the per-socket send queue.
 
+use std::num::{NonZeroU64, NonZeroUsize};
+
 use serde::Deserialize;
 
-use super::error::{ConfigError, positive};
+use super::error::{ConfigError, nonzero};
 
 /// Channels the protocol itself relies on; configuration may add more, never remove these.
 pub const REQUIRED_CHANNELS: [&str; 3] = ["global", "health", "system"];
@@ -13,18 +15,14 @@ pub const MAX_CHANNELS: usize = 64;
 #[serde(deny_unknown_fields)]
 pub struct HubSettings {
     pub channels: Vec<String>,
-    pub send_queue: usize,
-    pub write_timeout_secs: u64,
+    #[serde(deserialize_with = "nonzero")]
+    pub send_queue: NonZeroUsize,
+    #[serde(deserialize_with = "nonzero")]
+    pub write_timeout_secs: NonZeroU64,
 }
 
 impl HubSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_channels()?;
-        positive("hub.send_queue", self.send_queue as u64)?;
-        positive("hub.write_timeout_secs", self.write_timeout_secs)
-    }
-
-    fn validate_channels(&self) -> Result<(), ConfigError> {
         let channels = &self.channels;
         if channels.len() > MAX_CHANNELS {
             return Err(ConfigError::new(

@@ -1,17 +1,23 @@
 //! `[limits]`: message sizes and client message rates.
 
+use std::num::{NonZeroU32, NonZeroUsize};
+
 use serde::Deserialize;
 
-use super::error::{ConfigError, positive};
+use super::error::{ConfigError, nonzero};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {
     pub max_message_bytes: usize,
-    pub client_messages_per_sec: u32,
-    pub client_message_burst: u32,
-    pub max_publish_bytes: usize,
-    pub max_batch_events: usize,
+    #[serde(deserialize_with = "nonzero")]
+    pub client_messages_per_sec: NonZeroU32,
+    #[serde(deserialize_with = "nonzero")]
+    pub client_message_burst: NonZeroU32,
+    #[serde(deserialize_with = "nonzero")]
+    pub max_publish_bytes: NonZeroUsize,
+    #[serde(deserialize_with = "nonzero")]
+    pub max_batch_events: NonZeroUsize,
 }
 
 impl LimitSettings {
@@ -22,15 +28,6 @@ impl LimitSettings {
                 "must be at least 128",
             ));
         }
-        positive(
-            "limits.client_messages_per_sec",
-            self.client_messages_per_sec.into(),
-        )?;
-        positive(
-            "limits.client_message_burst",
-            self.client_message_burst.into(),
-        )?;
-        positive("limits.max_publish_bytes", self.max_publish_bytes as u64)?;
-        positive("limits.max_batch_events", self.max_batch_events as u64)
+        Ok(())
     }
 }

@@ -14,12 +14,9 @@ mod limits;
 mod log;
 mod server;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use ipnet::IpNet;
-use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 pub use self::admission::AdmissionSettings;
@@ -107,7 +104,6 @@ impl Settings {
         // `EVENTS_HUB__HUB__CHANNELS="global, pdfm"` means what it says.
         for list in [
             &mut settings.hub.channels,
-            &mut settings.admission.trusted_proxies,
             &mut settings.admission.allowed_origins,
         ] {
             for item in list.iter_mut() {
@@ -121,39 +117,25 @@ impl Settings {
     /// Every rule a value must satisfy, named by its key: each section checks its own; the
     /// hub's channels are passed to the sections that refer to them.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.server.validate()?;
         self.auth.validate()?;
         self.admission.validate()?;
         self.hub.validate()?;
         self.history.validate(&self.hub.channels)?;
-        self.heartbeat.validate()?;
         self.limits.validate()?;
         self.log.validate()?;
         self.sources.validate(&self.hub.channels)
     }
 
-    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.server.listen_addr()
-    }
-
-    pub fn jwt_algorithm(&self) -> Result<Algorithm, ConfigError> {
-        self.auth.algorithm()
-    }
-
-    pub fn trusted_proxies(&self) -> Result<Vec<IpNet>, ConfigError> {
-        self.admission.proxies()
-    }
-
     pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.server.shutdown_grace_secs)
+        Duration::from_secs(self.server.shutdown_grace_secs.get())
     }
 
     pub fn header_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.server.header_read_timeout_secs)
+        Duration::from_secs(self.server.header_read_timeout_secs.get())
     }
 
     pub fn body_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.server.body_read_timeout_secs)
+        Duration::from_secs(self.server.body_read_timeout_secs.get())
     }
 }
 
@@ -165,6 +147,13 @@ fn from_config_error(error: config::ConfigError) -> ConfigError {
             ConfigError::new(key.clone(), error.to_string())
         }
         config::ConfigError::NotFound(key) => ConfigError::new(key.clone(), "missing"),
+        // Our own deserializers' messages (`nonzero`, the algorithm, the proxies) and serde's
+        // (unknown fields), with the key the `config` crate found them at.
+        config::ConfigError::At {
+            key: Some(key),
+            error,
+            ..
+        } => ConfigError::new(key.clone(), error.to_string()),
         _ => ConfigError::new("configuration", error.to_string()),
     }
 }
@@ -176,23 +165,23 @@ mod tests {
     #[test]
     fn built_in_defaults_match_the_documented_file() {
         let s = Settings::defaults();
-        assert_eq!(s.server.listen, "0.0.0.0:8080");
-        assert_eq!(s.admission.max_connections_per_ip, 1);
+        assert_eq!(s.server.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.admission.max_connections_per_ip.get(), 1);
         assert_eq!(
             s.hub.channels,
             ["global", "pdfm", "orchestrator", "health", "system"]
         );
-        assert_eq!(s.heartbeat.ping_interval_secs, 30);
-        assert_eq!(s.heartbeat.idle_timeout_secs, 60);
+        assert_eq!(s.heartbeat.ping_interval_secs.get(), 30);
+        assert_eq!(s.heartbeat.idle_timeout_secs.get(), 60);
         assert_eq!(s.limits.max_message_bytes, 65536);
-        assert_eq!(s.server.shutdown_grace_secs, 10);
+        assert_eq!(s.server.shutdown_grace_secs.get(), 10);
     }
 
     #[test]
     fn overrides_win_and_bad_values_name_their_key() {
         let s = Settings::load(None, false, &[("server.listen", "127.0.0.1:0".into())]);
         assert_eq!(
-            s.map(|s| s.server.listen).ok().as_deref(),
+            s.map(|s| s.server.listen.to_string()).ok().as_deref(),
             Some("127.0.0.1:0")
         );
 

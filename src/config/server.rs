@@ -1,38 +1,30 @@
-//! `[server]`: where the hub listens and how long it waits on slow peers and on shutdown.
+//! `[server]`: where the hub listens and how long it waits on slow peers and on shutdown; every
+//! field is typed, so the section needs no check of its own.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use super::error::{ConfigError, positive};
+use super::error::nonzero;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
-    pub listen: String,
-    pub shutdown_grace_secs: u64,
-    pub header_read_timeout_secs: u64,
-    pub body_read_timeout_secs: u64,
+    #[serde(deserialize_with = "address")]
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "nonzero")]
+    pub shutdown_grace_secs: NonZeroU64,
+    #[serde(deserialize_with = "nonzero")]
+    pub header_read_timeout_secs: NonZeroU64,
+    #[serde(deserialize_with = "nonzero")]
+    pub body_read_timeout_secs: NonZeroU64,
 }
 
-impl ServerSettings {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.listen_addr()?;
-        positive("server.shutdown_grace_secs", self.shutdown_grace_secs)?;
-        positive(
-            "server.header_read_timeout_secs",
-            self.header_read_timeout_secs,
-        )?;
-        positive("server.body_read_timeout_secs", self.body_read_timeout_secs)
-    }
-
-    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        SocketAddr::from_str(&self.listen).map_err(|_| {
-            ConfigError::new(
-                "server.listen",
-                format!("{:?} is not an address:port", self.listen),
-            )
-        })
-    }
+/// `SocketAddr`'s own message ("invalid socket address syntax") does not say what to write.
+fn address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    SocketAddr::from_str(&text)
+        .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an address:port")))
 }
