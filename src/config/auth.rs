@@ -3,7 +3,7 @@
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Deserializer};
 
-use super::error::ConfigError;
+use super::error::{ConfigError, only_known};
 use crate::identity::KNOWN_CLAIMS;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,19 +88,6 @@ impl ApiKeySettings {
                 "must be 64 hex digits (see `events-hub hash-key`)",
             ));
         }
-        if let Some(claim) = self
-            .claims
-            .iter()
-            .find(|c| !KNOWN_CLAIMS.contains(&c.as_str()))
-        {
-            return Err(ConfigError::new(
-                at("claims"),
-                format!(
-                    "unknown claim {claim:?}; known: {}",
-                    KNOWN_CLAIMS.join(", ")
-                ),
-            ));
-        }
-        Ok(())
+        only_known(at("claims"), "claim", &self.claims, &KNOWN_CLAIMS)
     }
 }

@@ -26,6 +26,22 @@ pub fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Refuses the first of `names` that is not one of `known`, as `unknown {what} "x"; known: …`.
+pub fn only_known(
+    key: String,
+    what: &str,
+    names: &[String],
+    known: &[&str],
+) -> Result<(), ConfigError> {
+    match names.iter().find(|n| !known.contains(&n.as_str())) {
+        Some(name) => Err(ConfigError::new(
+            key,
+            format!("unknown {what} {name:?}; known: {}", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Deserializes a count, size or period that must be greater than 0 into its `NonZero*` type,
 /// with a message that says so; the `config` crate adds the key.
 pub fn nonzero<'de, D, T>(deserializer: D) -> Result<T, D::Error>

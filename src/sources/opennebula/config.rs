@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::config::error::{ConfigError, positive};
+use crate::config::error::{ConfigError, only_known, positive};
 
 /// One `[[sources.opennebula]]` block: a ZeroMQ SUB connection to an OpenNebula Hook Manager.
 /// Only `endpoint` is required; the defaults below are the ones `config/default.toml` documents.
@@ -142,20 +142,7 @@ impl OpenNebulaSource {
                 format!("must name at least one of {}", OPENNEBULA_KINDS.join(", ")),
             ));
         }
-        if let Some(kind) = self
-            .kinds
-            .iter()
-            .find(|k| !OPENNEBULA_KINDS.contains(&k.as_str()))
-        {
-            return Err(ConfigError::new(
-                at("kinds"),
-                format!(
-                    "unknown kind {kind:?}; known: {}",
-                    OPENNEBULA_KINDS.join(", ")
-                ),
-            ));
-        }
-        Ok(())
+        only_known(at("kinds"), "kind", &self.kinds, &OPENNEBULA_KINDS)
     }
 }
 
