@@ -17,6 +17,8 @@ mod server;
 use std::path::Path;
 use std::time::Duration;
 
+use config::builder::{ConfigBuilder, DefaultState};
+use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
 pub use self::admission::AdmissionSettings;
@@ -68,50 +70,23 @@ impl Settings {
         use_env: bool,
         overrides: &[(&str, String)],
     ) -> Result<Self, ConfigError> {
-        use config::{Config, Environment, File, FileFormat};
-
-        let mut builder =
-            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
-        if let Some(path) = file {
-            if !path.is_file() {
-                return Err(ConfigError::new(
-                    "--config",
-                    format!("{} is not a readable file", path.display()),
-                ));
-            }
-            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
-        }
-        if use_env {
-            let mut env = Environment::with_prefix("EVENTS_HUB")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .list_separator(",");
-            for key in LIST_KEYS {
-                env = env.with_list_parse_key(key);
-            }
-            builder = builder.add_source(env);
-        }
-        for (key, value) in overrides {
-            builder = builder
-                .set_override(*key, value.as_str())
-                .map_err(|e| ConfigError::new(*key, e.to_string()))?;
-        }
-        let mut settings: Settings = builder
+        let mut settings: Settings = layers(file, use_env, overrides)?
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(from_config_error)?;
-        // `EVENTS_HUB__HUB__CHANNELS="global, pdfm"` means what it says.
-        for list in [
-            &mut settings.hub.channels,
-            &mut settings.admission.allowed_origins,
-        ] {
+        settings.trim_lists();
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// `EVENTS_HUB__HUB__CHANNELS="global, pdfm"` means what it says (`trusted_proxies` are
+    /// trimmed as they are parsed).
+    fn trim_lists(&mut self) {
+        for list in [&mut self.hub.channels, &mut self.admission.allowed_origins] {
             for item in list.iter_mut() {
                 *item = item.trim().to_owned();
             }
         }
-        settings.validate()?;
-        Ok(settings)
     }
 
     /// Every rule a value must satisfy, named by its key: each section checks its own; the
@@ -137,6 +112,46 @@ impl Settings {
     pub fn body_read_timeout(&self) -> Duration {
         Duration::from_secs(self.server.body_read_timeout_secs.get())
     }
+}
+
+/// The sources in precedence order, later wins.
+fn layers(
+    file: Option<&Path>,
+    use_env: bool,
+    overrides: &[(&str, String)],
+) -> Result<ConfigBuilder<DefaultState>, ConfigError> {
+    let mut builder = Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::new(
+                "--config",
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
+        builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+    }
+    if use_env {
+        builder = builder.add_source(environment());
+    }
+    for (key, value) in overrides {
+        builder = builder
+            .set_override(*key, value.as_str())
+            .map_err(|e| ConfigError::new(*key, e.to_string()))?;
+    }
+    Ok(builder)
+}
+
+/// `EVENTS_HUB__SECTION__KEY`, values parsed as numbers or booleans where they look like one,
+/// and [`LIST_KEYS`] split on commas.
+fn environment() -> Environment {
+    let env = Environment::with_prefix("EVENTS_HUB")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",");
+    LIST_KEYS
+        .iter()
+        .fold(env, |env, key| env.with_list_parse_key(key))
 }
 
 /// The `config` crate names the key in most of its messages; keep them, and point at the
@@ -185,14 +200,10 @@ mod tests {
             Some("127.0.0.1:0")
         );
 
-        let err = Settings::load(None, false, &[("server.listen", "nowhere".into())])
-            .err()
-            .map(|e| e.key);
+        let err = refused_key("server.listen", "nowhere");
         assert_eq!(err.as_deref(), Some("server.listen"));
 
-        let err = Settings::load(None, false, &[("auth.jwt_algorithm", "none".into())])
-            .err()
-            .map(|e| e.key);
+        let err = refused_key("auth.jwt_algorithm", "none");
         assert_eq!(err.as_deref(), Some("auth.jwt_algorithm"));
     }
 
@@ -212,21 +223,9 @@ mod tests {
         let other = s.history.limits("orchestrator");
         assert_eq!((other.max_events, other.max_bytes), (10000, 64 << 20));
 
-        let err = Settings::load(
-            None,
-            false,
-            &[("history.channels.nope.max_events", "1".into())],
-        )
-        .err()
-        .map(|e| e.key);
+        let err = refused_key("history.channels.nope.max_events", "1");
         assert_eq!(err.as_deref(), Some("history.channels.nope"));
-        let err = Settings::load(
-            None,
-            false,
-            &[("history.channels.pdfm.max_bytes", "0".into())],
-        )
-        .err()
-        .map(|e| e.key);
+        let err = refused_key("history.channels.pdfm.max_bytes", "0");
         assert_eq!(err.as_deref(), Some("history.channels.pdfm.max_bytes"));
     }
 
@@ -236,6 +235,13 @@ mod tests {
         s.hub.channels = vec!["global".into(), "pdfm".into()];
         let err = s.validate().err().map(|e| e.key);
         assert_eq!(err.as_deref(), Some("hub.channels"));
+    }
+
+    /// The key a load with the defaults and `key = value` is refused for, if it is.
+    fn refused_key(key: &str, value: &str) -> Option<String> {
+        Settings::load(None, false, &[(key, value.into())])
+            .err()
+            .map(|e| e.key)
     }
 
     /// Loads the built-in defaults plus `extra` (TOML) as a `--config` file.
@@ -251,6 +257,38 @@ mod tests {
         let loaded = Settings::load(Some(&path), false, &[]);
         let _ = std::fs::remove_file(&path);
         loaded
+    }
+
+    #[test]
+    fn typed_values_keep_clear_messages_naming_their_key() {
+        let refused = |key: &str, value: &str| {
+            Settings::load(None, false, &[(key, value.into())])
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(
+            refused("server.listen", "nowhere").as_deref(),
+            Some("invalid setting `server.listen`: \"nowhere\" is not an address:port")
+        );
+        assert_eq!(
+            refused("hub.send_queue", "0").as_deref(),
+            Some("invalid setting `hub.send_queue`: must be greater than 0")
+        );
+        let err = load_with("[admission]\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy\"]\n");
+        assert_eq!(
+            err.err().map(|e| e.to_string()).as_deref(),
+            Some(
+                "invalid setting `admission.trusted_proxies`: \"proxy\" is not a CIDR such as 10.0.0.0/8"
+            )
+        );
+        let ok = load_with("[admission]\ntrusted_proxies = [\" 10.0.0.0/8\", \"127.0.0.1\"]\n")
+            .expect("trimmed CIDRs and bare addresses load");
+        assert_eq!(ok.admission.trusted_proxies.len(), 2);
+        assert_eq!(
+            refused("auth.jwt_algorithm", "hs512"),
+            None,
+            "names are case-insensitive"
+        );
     }
 
     #[test]
