@@ -159,8 +159,8 @@ impl Admission {
     pub fn new(settings: &AdmissionSettings) -> Arc<Self> {
         Arc::new(Self {
             total: AtomicU32::new(0),
-            max_total: settings.max_connections,
-            per_ip: SlotTable::new(settings.max_connections_per_ip),
+            max_total: settings.max_connections.get(),
+            per_ip: SlotTable::new(settings.max_connections_per_ip.get()),
             per_identity: (settings.max_connections_per_identity > 0)
                 .then(|| SlotTable::new(settings.max_connections_per_identity)),
         })
@@ -232,6 +232,8 @@ impl Drop for Ticket {
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU32;
+
     use super::*;
 
     fn headers(xff: &str) -> HeaderMap {
@@ -275,8 +277,8 @@ mod tests {
 
     fn admission(total: u32, per_ip: u32, per_identity: u32) -> Arc<Admission> {
         Admission::new(&AdmissionSettings {
-            max_connections: total,
-            max_connections_per_ip: per_ip,
+            max_connections: NonZeroU32::new(total).expect("tests use positive limits"),
+            max_connections_per_ip: NonZeroU32::new(per_ip).expect("tests use positive limits"),
             max_connections_per_identity: per_identity,
             trusted_proxies: vec![],
             allowed_origins: vec![],

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Settings, is_hmac};
 use crate::error::ApiError;
 pub use crate::identity::{Identity, Method};
 use crate::identity::{KNOWN_CLAIMS, SUPER_USER};
@@ -65,29 +65,26 @@ impl Authenticator {
     /// `jwt_secret` is the resolved secret (a generated one when none was configured).
     pub fn from_settings(settings: &Settings, jwt_secret: &str) -> Result<Self, ConfigError> {
         let auth = &settings.auth;
-        let algorithm = settings.jwt_algorithm()?;
-        let decoding_key = match algorithm {
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-                if jwt_secret.is_empty() {
-                    return Err(ConfigError::new("auth.jwt_secret", "must not be empty"));
-                }
-                DecodingKey::from_secret(jwt_secret.as_bytes())
+        let algorithm = auth.jwt_algorithm;
+        let decoding_key = if is_hmac(algorithm) {
+            if jwt_secret.is_empty() {
+                return Err(ConfigError::new("auth.jwt_secret", "must not be empty"));
             }
-            _ => {
-                let key_error = |message: String| {
-                    ConfigError::new(
-                        "auth.jwt_public_key_file",
-                        format!("{}: {message}", auth.jwt_public_key_file),
-                    )
-                };
-                let pem = std::fs::read(&auth.jwt_public_key_file)
-                    .map_err(|e| key_error(e.to_string()))?;
-                let key = match algorithm {
-                    Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
-                    _ => DecodingKey::from_rsa_pem(&pem),
-                };
-                key.map_err(|e| key_error(format!("not a {algorithm:?} public key ({e})")))?
-            }
+            DecodingKey::from_secret(jwt_secret.as_bytes())
+        } else {
+            let key_error = |message: String| {
+                ConfigError::new(
+                    "auth.jwt_public_key_file",
+                    format!("{}: {message}", auth.jwt_public_key_file),
+                )
+            };
+            let pem =
+                std::fs::read(&auth.jwt_public_key_file).map_err(|e| key_error(e.to_string()))?;
+            let key = match algorithm {
+                Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
+                _ => DecodingKey::from_rsa_pem(&pem),
+            };
+            key.map_err(|e| key_error(format!("not a {algorithm:?} public key ({e})")))?
         };
 
         let mut validation = Validation::new(algorithm);

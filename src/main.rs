@@ -8,7 +8,7 @@ use clap::Parser;
 use events_hub::app::{self, AppState};
 use events_hub::auth::{self, TokenSpec};
 use events_hub::cli::{Cli, Command, GlobalArgs, HashKeyArgs, MintTokenArgs};
-use events_hub::config::{ConfigError, EVENTS_PUBLISH, READ_ONLY, Settings};
+use events_hub::config::{ConfigError, EVENTS_PUBLISH, READ_ONLY, Settings, is_hmac};
 use events_hub::server;
 use jsonwebtoken::{Algorithm, EncodingKey};
 
@@ -38,13 +38,6 @@ fn config_failure(error: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn is_hmac(algorithm: Algorithm) -> bool {
-    matches!(
-        algorithm,
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-    )
-}
-
 /// The test-only echo server for the Autobahn suite: the hub's socket handling, no hub.
 fn conformance_echo(global: &GlobalArgs) -> ExitCode {
     let settings = match load_settings(global) {
@@ -52,10 +45,7 @@ fn conformance_echo(global: &GlobalArgs) -> ExitCode {
         Err(error) => return config_failure(&error),
     };
     events_hub::telemetry::init(&settings.log.level);
-    let listen = match settings.listen_addr() {
-        Ok(addr) => addr,
-        Err(error) => return config_failure(&error),
-    };
+    let listen = settings.server.listen;
     let state = match AppState::build(settings, "conformance-echo-has-no-auth") {
         Ok(state) => state,
         Err(error) => return config_failure(&error),
@@ -73,10 +63,7 @@ fn serve(global: &GlobalArgs) -> ExitCode {
     };
     events_hub::telemetry::init(&settings.log.level);
     check_open_files(&settings);
-    let algorithm = match settings.jwt_algorithm() {
-        Ok(algorithm) => algorithm,
-        Err(error) => return config_failure(&error),
-    };
+    let algorithm = settings.auth.jwt_algorithm;
 
     // No secret configured: generate one so the first run works with no set-up.
     let generated = is_hmac(algorithm) && settings.auth.jwt_secret.is_empty();
@@ -85,10 +72,7 @@ fn serve(global: &GlobalArgs) -> ExitCode {
     } else {
         settings.auth.jwt_secret.clone()
     };
-    let listen = match settings.listen_addr() {
-        Ok(addr) => addr,
-        Err(error) => return config_failure(&error),
-    };
+    let listen = settings.server.listen;
     let state = match AppState::build(settings, &secret) {
         Ok(state) => state,
         Err(error) => return config_failure(&error),
@@ -151,7 +135,7 @@ fn check_open_files(settings: &Settings) {
         return;
     };
     // Room for the listener, logs, config files and HTTP clients that are not WebSockets.
-    let needed = u64::from(settings.admission.max_connections) + 64;
+    let needed = u64::from(settings.admission.max_connections.get()) + 64;
     if needed > limit {
         tracing::warn!(
             open_files_limit = limit,
@@ -229,10 +213,7 @@ fn mint_token(global: &GlobalArgs, args: &MintTokenArgs) -> ExitCode {
         Ok(settings) => settings,
         Err(error) => return config_failure(&error),
     };
-    let algorithm = match settings.jwt_algorithm() {
-        Ok(algorithm) => algorithm,
-        Err(error) => return config_failure(&error),
-    };
+    let algorithm = settings.auth.jwt_algorithm;
     for claim in &args.claims {
         if !auth::is_known_claim(claim) {
             eprintln!("events-hub: unknown claim {claim:?}; known: READ_ONLY, EVENTS_PUBLISH");

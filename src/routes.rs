@@ -293,12 +293,12 @@ pub(crate) async fn publish(
         ));
     }
     let limits = &app.settings.limits;
-    let bytes = read_body(&app, &headers, body, limits.max_publish_bytes).await?;
+    let bytes = read_body(&app, &headers, body, limits.max_publish_bytes.get()).await?;
     let events = protocol::parse_publish_body(&bytes).map_err(ApiError::BadRequest)?;
     if events.is_empty() {
         return Err(ApiError::BadRequest("the batch is empty".into()));
     }
-    if events.len() > limits.max_batch_events {
+    if events.len() > limits.max_batch_events.get() {
         return Err(ApiError::PayloadTooLarge(format!(
             "{} events in one batch; at most {}",
             events.len(),

@@ -54,12 +54,12 @@ pub struct SessionSettings {
 impl SessionSettings {
     pub fn from_settings(s: &Settings) -> Self {
         Self {
-            ping_interval: Duration::from_secs(s.heartbeat.ping_interval_secs),
-            idle_timeout: Duration::from_secs(s.heartbeat.idle_timeout_secs),
-            write_timeout: Duration::from_secs(s.hub.write_timeout_secs),
-            send_queue: s.hub.send_queue,
-            messages_per_sec: f64::from(s.limits.client_messages_per_sec),
-            message_burst: f64::from(s.limits.client_message_burst),
+            ping_interval: Duration::from_secs(s.heartbeat.ping_interval_secs.get()),
+            idle_timeout: Duration::from_secs(s.heartbeat.idle_timeout_secs.get()),
+            write_timeout: Duration::from_secs(s.hub.write_timeout_secs.get()),
+            send_queue: s.hub.send_queue.get(),
+            messages_per_sec: f64::from(s.limits.client_messages_per_sec.get()),
+            message_burst: f64::from(s.limits.client_message_burst.get()),
         }
     }
 }

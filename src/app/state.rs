@@ -45,10 +45,10 @@ impl AppState {
     /// `jwt_secret` is the secret in force (the configured one, or one generated at start-up).
     pub fn build(settings: Settings, jwt_secret: &str) -> Result<Self, ConfigError> {
         let auth = Authenticator::from_settings(&settings, jwt_secret)?;
-        let client_ips = ClientIpResolver::new(settings.trusted_proxies()?);
+        let client_ips = ClientIpResolver::new(settings.admission.trusted_proxies.clone());
         let hub = Hub::new(
             &settings.hub.channels,
-            settings.hub.send_queue,
+            settings.hub.send_queue.get(),
             &settings.history,
         );
         Ok(Self {

@@ -7,7 +7,7 @@
 //! built with the rest of the state, started when the server starts serving and stopped with
 //! it.
 
-#[cfg(feature = "opennebula")]
+pub mod config;
 pub mod opennebula;
 
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use crate::config::{ConfigError, SourceSettings};
+use self::config::SourceSettings;
+use crate::config::error::ConfigError;
 use crate::publisher::Publisher;
 
 /// An event source of the hub's own.

@@ -77,7 +77,10 @@ async fn twenty_simultaneous_handshakes_from_one_ip_admit_exactly_one() {
 
 #[tokio::test]
 async fn the_limit_is_configurable() {
-    let hub = TestHub::start_with(|s| s.admission.max_connections_per_ip = 3).await;
+    let hub = TestHub::start_with(|s| {
+        s.admission.max_connections_per_ip = std::num::NonZero::new(3).expect("positive")
+    })
+    .await;
     let token = hub.reader("alice");
     let results =
         futures_util::future::join_all((0..10).map(|_| hub.connect(ip(4), &token, ""))).await;
@@ -115,8 +118,10 @@ async fn x_forwarded_for_from_an_untrusted_peer_is_ignored() {
 
 #[tokio::test]
 async fn x_forwarded_for_from_a_trusted_proxy_names_the_client() {
-    let hub =
-        TestHub::start_with(|s| s.admission.trusted_proxies = vec!["127.0.0.0/8".into()]).await;
+    let hub = TestHub::start_with(|s| {
+        s.admission.trusted_proxies = vec!["127.0.0.0/8".parse().expect("CIDR")]
+    })
+    .await;
     let auth = format!("Bearer {}", hub.reader("alice"));
     let via = |xff: &'static str| {
         [
@@ -149,7 +154,10 @@ async fn x_forwarded_for_from_a_trusted_proxy_names_the_client() {
 
 #[tokio::test]
 async fn the_total_connection_cap_answers_503_with_the_error_body() {
-    let hub = TestHub::start_with(|s| s.admission.max_connections = 2).await;
+    let hub = TestHub::start_with(|s| {
+        s.admission.max_connections = std::num::NonZero::new(2).expect("positive")
+    })
+    .await;
     let (_a, _) = hub.subscribe(ip(1), "a", "").await;
     let (b, _) = hub.subscribe(ip(2), "b", "").await;
     let third = hub.connect(ip(3), &hub.reader("c"), "").await;
@@ -219,7 +227,10 @@ async fn a_browser_origin_outside_the_allowlist_gets_403() {
 #[tokio::test]
 async fn a_client_stalling_in_its_headers_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let hub = TestHub::start_with(|s| s.server.header_read_timeout_secs = 1).await;
+    let hub = TestHub::start_with(|s| {
+        s.server.header_read_timeout_secs = std::num::NonZero::new(1).expect("positive")
+    })
+    .await;
     let mut stalled = tcp_from(ip(1), hub.addr).await;
     stalled
         .write_all(b"GET /v1/ws/subscribe HTTP/1.1\r\nHost: x\r\nX-Slow: ")
@@ -242,7 +253,10 @@ async fn a_client_stalling_in_its_headers_is_cut_off() {
 #[tokio::test]
 async fn a_body_trickling_in_too_slowly_gets_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let hub = TestHub::start_with(|s| s.server.body_read_timeout_secs = 1).await;
+    let hub = TestHub::start_with(|s| {
+        s.server.body_read_timeout_secs = std::num::NonZero::new(1).expect("positive")
+    })
+    .await;
     let mut slow = tcp_from(ip(1), hub.addr).await;
     let head = format!(
         "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
@@ -261,8 +275,10 @@ async fn a_body_trickling_in_too_slowly_gets_408() {
 
 #[tokio::test]
 async fn forwarded_addresses_are_normalised_and_malformed_hops_not_believed() {
-    let hub =
-        TestHub::start_with(|s| s.admission.trusted_proxies = vec!["127.0.0.0/8".into()]).await;
+    let hub = TestHub::start_with(|s| {
+        s.admission.trusted_proxies = vec!["127.0.0.0/8".parse().expect("CIDR")]
+    })
+    .await;
     let auth = format!("Bearer {}", hub.reader("alice"));
     let via = |xff: &str| {
         let auth = auth.clone();

@@ -49,7 +49,9 @@ async fn ten_thousand_events_keep_their_order_for_fifty_subscribers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_closed_with_4008_and_others_keep_every_event() {
     const HEALTHY: u32 = 100;
-    let hub = TestHub::start_with(|s| s.hub.send_queue = 64).await;
+    let hub =
+        TestHub::start_with(|s| s.hub.send_queue = std::num::NonZero::new(64).expect("positive"))
+            .await;
     let (mut stalled, _) = hub.subscribe(ip(1), "slow", "pdfm").await;
     let published = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     // How far each healthy reader got: the publisher never runs ahead of them, so they are
@@ -127,8 +129,8 @@ async fn a_subscriber_that_stops_reading_is_closed_with_4008_and_others_keep_eve
 #[tokio::test]
 async fn a_silent_client_is_closed_with_4000_after_the_idle_timeout() {
     let hub = TestHub::start_with(|s| {
-        s.heartbeat.ping_interval_secs = 3600;
-        s.heartbeat.idle_timeout_secs = 1;
+        s.heartbeat.ping_interval_secs = std::num::NonZero::new(3600).expect("positive");
+        s.heartbeat.idle_timeout_secs = std::num::NonZero::new(1).expect("positive");
     })
     .await;
     let (mut ws, _) = hub.subscribe(ip(1), "alice", "").await;
@@ -140,8 +142,8 @@ async fn a_silent_client_is_closed_with_4000_after_the_idle_timeout() {
 #[tokio::test]
 async fn the_hub_pings_and_a_client_that_answers_stays_connected() {
     let hub = TestHub::start_with(|s| {
-        s.heartbeat.ping_interval_secs = 1;
-        s.heartbeat.idle_timeout_secs = 2;
+        s.heartbeat.ping_interval_secs = std::num::NonZero::new(1).expect("positive");
+        s.heartbeat.idle_timeout_secs = std::num::NonZero::new(2).expect("positive");
     })
     .await;
     let (mut ws, _) = hub.subscribe(ip(1), "alice", "pdfm").await;

@@ -164,7 +164,7 @@ async fn issuer_and_audience_are_checked_when_configured() {
 #[tokio::test]
 async fn rs256_is_pinned_against_hmac_key_confusion() {
     let hub = TestHub::start_with(|s| {
-        s.auth.jwt_algorithm = "RS256".into();
+        s.auth.jwt_algorithm = jsonwebtoken::Algorithm::RS256;
         s.auth.jwt_public_key_file = format!("{FIXTURES}/rsa_public.pem");
     })
     .await;
@@ -193,7 +193,7 @@ async fn rs256_is_pinned_against_hmac_key_confusion() {
 #[tokio::test]
 async fn es256_tokens_verify_with_the_configured_public_key() {
     let hub = TestHub::start_with(|s| {
-        s.auth.jwt_algorithm = "ES256".into();
+        s.auth.jwt_algorithm = jsonwebtoken::Algorithm::ES256;
         s.auth.jwt_public_key_file = format!("{FIXTURES}/ec_public.pem");
     })
     .await;
@@ -300,7 +300,10 @@ async fn a_continuation_without_a_start_is_a_protocol_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_simultaneous_handshakes_admit_exactly_the_limit_every_time() {
     for limit in [1u32, 3] {
-        let hub = TestHub::start_with(|s| s.admission.max_connections_per_ip = limit).await;
+        let hub = TestHub::start_with(|s| {
+            s.admission.max_connections_per_ip = std::num::NonZero::new(limit).expect("positive")
+        })
+        .await;
         let token = hub.reader("racer");
         for round in 0..100 {
             let source = ip(round);
@@ -330,9 +333,9 @@ async fn churn_with_resets_and_half_open_sockets_leaves_nothing_behind() {
     const CONCURRENCY: u32 = 50;
     events_hub::server::raise_open_files_limit();
     let hub = TestHub::start_with(|s| {
-        s.admission.max_connections = 20_000;
-        s.heartbeat.ping_interval_secs = 1;
-        s.heartbeat.idle_timeout_secs = 2;
+        s.admission.max_connections = std::num::NonZero::new(20_000).expect("positive");
+        s.heartbeat.ping_interval_secs = std::num::NonZero::new(1).expect("positive");
+        s.heartbeat.idle_timeout_secs = std::num::NonZero::new(2).expect("positive");
     })
     .await;
     let token = hub.reader("churner");

@@ -165,8 +165,8 @@ async fn an_oversized_text_frame_closes_with_1009_and_frees_the_slot() {
 #[tokio::test]
 async fn a_message_flood_closes_with_1008() {
     let hub = TestHub::start_with(|s| {
-        s.limits.client_messages_per_sec = 1;
-        s.limits.client_message_burst = 5;
+        s.limits.client_messages_per_sec = std::num::NonZero::new(1).expect("positive");
+        s.limits.client_message_burst = std::num::NonZero::new(5).expect("positive");
     })
     .await;
     let (mut ws, _) = hub.subscribe(ip(1), "alice", "health").await;

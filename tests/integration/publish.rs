@@ -117,8 +117,8 @@ async fn a_targeted_event_reaches_only_its_client() {
 #[tokio::test]
 async fn refusals_carry_the_error_body_and_publish_nothing() {
     let hub = TestHub::start_with(|s| {
-        s.limits.max_publish_bytes = 4096;
-        s.limits.max_batch_events = 10;
+        s.limits.max_publish_bytes = std::num::NonZero::new(4096).expect("positive");
+        s.limits.max_batch_events = std::num::NonZero::new(10).expect("positive");
     })
     .await;
     let (mut ws, _) = hub.subscribe(ip(1), "alice", "pdfm").await;

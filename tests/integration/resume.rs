@@ -369,7 +369,9 @@ async fn a_bad_resume_request_is_refused_before_the_upgrade() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_closed_with_4008_resumes_and_loses_nothing() {
-    let hub = TestHub::start_with(|s| s.hub.send_queue = 64).await;
+    let hub =
+        TestHub::start_with(|s| s.hub.send_queue = std::num::NonZero::new(64).expect("positive"))
+            .await;
     let (mut stalled, _) = hub.subscribe(ip(1), "slow", "pdfm").await;
     let pad = "x".repeat(1024);
     let mut published = 0u64;

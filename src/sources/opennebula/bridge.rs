@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use super::config::OpenNebulaSource;
 use super::mapping::{Mapper, Outcome, SKIPPED_KINDS};
 use super::message::MALFORMED_KINDS;
 use super::stats::Stats;
-use crate::config::OpenNebulaSource;
 use crate::hub::{ChannelId, Event, HubError};
 use crate::publisher::Publisher;
 

@@ -20,10 +20,10 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::config::OpenNebulaSource;
 use super::copies::Copies;
 use super::memory::StateMemory;
 use super::message::{self, Key, Malformed, StateHook, StateKey};
-use crate::config::OpenNebulaSource;
 
 const SOURCE: &str = "opennebula";
 

@@ -12,66 +12,36 @@
 //! | `stats` | counters for `/readyz` |
 //! | `bridge` | the ZeroMQ thread |
 //!
-//! Built with the cargo feature `opennebula` (on by default), which compiles libzmq.
+//! | `config` | `[[sources.opennebula]]` settings and their validation |
+//!
+//! The settings are always built, so a build without the source can say so; everything else
+//! needs the cargo feature `opennebula` (on by default), which compiles libzmq.
 
+pub mod config;
+
+#[cfg(feature = "opennebula")]
 mod bridge;
+#[cfg(feature = "opennebula")]
 mod copies;
+#[cfg(feature = "opennebula")]
 mod lenient;
+#[cfg(feature = "opennebula")]
 mod mapping;
+#[cfg(feature = "opennebula")]
 mod memory;
+#[cfg(feature = "opennebula")]
 mod message;
-#[cfg(test)]
+#[cfg(all(test, feature = "opennebula"))]
 mod oned;
+#[cfg(feature = "opennebula")]
+mod source;
+#[cfg(feature = "opennebula")]
 mod stats;
 
-use std::sync::Arc;
-
-use serde_json::Value;
-
-pub use self::mapping::{SKIPPED_KINDS, host_health};
-pub use self::message::MALFORMED_KINDS;
-pub use self::stats::Stats;
-use super::{Source, SourceContext, SourceStatus};
-use crate::config::OpenNebulaSource;
-
-/// One `[[sources.opennebula]]` block, ready to start.
-pub struct OpenNebula {
-    settings: OpenNebulaSource,
-    stats: Arc<Stats>,
-}
-
-impl OpenNebula {
-    pub fn new(settings: OpenNebulaSource) -> Self {
-        Self {
-            settings,
-            stats: Arc::default(),
-        }
-    }
-}
-
-impl SourceStatus for Stats {
-    fn snapshot(&self) -> Value {
-        Stats::snapshot(self)
-    }
-}
-
-impl Source for OpenNebula {
-    fn kind(&self) -> &'static str {
-        "opennebula"
-    }
-
-    fn status(&self) -> Arc<dyn SourceStatus> {
-        Arc::clone(&self.stats) as Arc<dyn SourceStatus>
-    }
-
-    fn start(self: Box<Self>, ctx: SourceContext) {
-        bridge::spawn(
-            ctx.index,
-            self.settings,
-            ctx.publisher,
-            self.stats,
-            ctx.shutdown,
-            ctx.running,
-        );
-    }
-}
+#[cfg(feature = "opennebula")]
+pub use self::{
+    mapping::{SKIPPED_KINDS, host_health},
+    message::MALFORMED_KINDS,
+    source::OpenNebula,
+    stats::Stats,
+};

@@ -53,7 +53,7 @@ impl TestHub {
 
     pub async fn start_with(configure: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = Settings::defaults();
-        settings.server.listen = "127.0.0.1:0".into();
+        settings.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         settings.auth.jwt_secret = SECRET.into();
         configure(&mut settings);
         settings.validate().expect("test settings are valid");

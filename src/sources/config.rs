@@ -1,0 +1,23 @@
+//! `[sources]`: the event sources the hub subscribes to itself, each validated by its own code.
+
+use serde::Deserialize;
+
+use super::opennebula::config::OpenNebulaSource;
+use crate::config::error::ConfigError;
+
+/// Event sources the hub subscribes to itself (see `crate::sources`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    pub opennebula: Vec<OpenNebulaSource>,
+}
+
+impl SourceSettings {
+    /// `channels` is `hub.channels`: a source publishes to one of them.
+    pub fn validate(&self, channels: &[String]) -> Result<(), ConfigError> {
+        for (i, source) in self.opennebula.iter().enumerate() {
+            source.validate(i, channels)?;
+        }
+        Ok(())
+    }
+}
