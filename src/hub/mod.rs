@@ -191,6 +191,38 @@ struct Lane {
     log: Mutex<Log>,
 }
 
+/// Where one channel's stream starts for a registering client.
+#[derive(Debug, PartialEq, Eq)]
+enum Start {
+    /// Replay every kept event after `after`, then live.
+    Replay { after: u64 },
+    /// Live from now. `gap` is set when the client asked to resume from a seq and could not:
+    /// with the history's reason, or `None` when the cursor is from another epoch (the
+    /// welcome says that once for every channel).
+    Live { gap: Option<(u64, Option<Gap>)> },
+}
+
+/// The resume decision for one channel: `since` is the client's last seq there, if it gave
+/// one; `covers` asks the channel's history whether it still holds everything after a seq.
+fn decide(
+    since: Option<u64>,
+    epoch_matches: bool,
+    covers: impl FnOnce(u64) -> Result<(), Gap>,
+) -> Start {
+    match since {
+        None => Start::Live { gap: None },
+        Some(after) if !epoch_matches => Start::Live {
+            gap: Some((after, None)),
+        },
+        Some(after) => match covers(after) {
+            Ok(()) => Start::Replay { after },
+            Err(gap) => Start::Live {
+                gap: Some((after, Some(gap))),
+            },
+        },
+    }
+}
+
 pub struct Hub {
     channels: Channels,
     lanes: Vec<Lane>,
@@ -284,35 +316,28 @@ impl Hub {
                 .iter()
                 .find(|(c, _)| *c == channel)
                 .map(|&(_, seq)| seq);
+            // The receiver opens under the log's lock that fixes where the replay ends, so
+            // replay and live meet exactly.
             let mut log = self.log(channel);
             let receiver = self.lanes[channel].sender.subscribe();
             let last = log.last_seq();
-            let feed = match since {
-                Some(after) if epoch_matches => match log.covers(after, now) {
-                    Ok(()) => {
-                        recovery.positions.push((channel, after));
-                        Feed::resumed(Arc::clone(self), channel, after, last, receiver)
-                    }
-                    Err(gap) => {
-                        recovery
-                            .reasons
-                            .push(gap.describe(self.channels.name(channel), after));
-                        recovery.unrecovered.push(channel);
-                        recovery.positions.push((channel, last));
-                        Feed::live(receiver)
-                    }
-                },
-                Some(_) => {
-                    recovery.unrecovered.push(channel);
-                    recovery.positions.push((channel, last));
-                    Feed::live(receiver)
+            let start = decide(since, epoch_matches, |after| log.covers(after, now));
+            drop(log);
+            let feed = match start {
+                Start::Replay { after } => {
+                    recovery.positions.push((channel, after));
+                    Feed::resumed(Arc::clone(self), channel, after, last, receiver)
                 }
-                None => {
+                Start::Live { gap } => {
+                    if let Some((after, gap)) = gap {
+                        let reason = gap.map(|g| g.describe(self.channels.name(channel), after));
+                        recovery.reasons.extend(reason);
+                        recovery.unrecovered.push(channel);
+                    }
                     recovery.positions.push((channel, last));
                     Feed::live(receiver)
                 }
             };
-            drop(log);
             feeds.push((channel, feed));
         }
         if !recovery.reasons.is_empty() {
@@ -685,5 +710,69 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.hub.clients.remove(&self.state.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GONE: Gap = Gap::Gone {
+        oldest: Some(50),
+        last_seq: 90,
+    };
+
+    #[test]
+    fn a_client_that_asks_nothing_starts_live_without_a_gap() {
+        let covers = |_| panic!("the history is not asked");
+        assert_eq!(decide(None, true, covers), Start::Live { gap: None });
+        assert_eq!(decide(None, false, covers), Start::Live { gap: None });
+    }
+
+    #[test]
+    fn a_covered_cursor_replays_from_it() {
+        assert_eq!(
+            decide(Some(41), true, |_| Ok(())),
+            Start::Replay { after: 41 }
+        );
+        // 0 = "from the first event": replayed like any other cursor.
+        assert_eq!(
+            decide(Some(0), true, |_| Ok(())),
+            Start::Replay { after: 0 }
+        );
+    }
+
+    #[test]
+    fn a_gap_the_history_no_longer_covers_starts_live_with_its_reason() {
+        let asked = std::cell::Cell::new(None);
+        let start = decide(Some(10), true, |after| {
+            asked.set(Some(after));
+            Err(GONE)
+        });
+        assert_eq!(asked.get(), Some(10));
+        assert_eq!(
+            start,
+            Start::Live {
+                gap: Some((10, Some(GONE)))
+            }
+        );
+        let ahead = Gap::Ahead { last_seq: 3 };
+        assert_eq!(
+            decide(Some(9), true, |_| Err(ahead.clone())),
+            Start::Live {
+                gap: Some((9, Some(ahead)))
+            }
+        );
+    }
+
+    #[test]
+    fn a_cursor_from_another_epoch_starts_live_without_asking_the_history() {
+        let covers = |_| panic!("another epoch's seqs mean nothing here");
+        assert_eq!(
+            decide(Some(10), false, covers),
+            Start::Live {
+                gap: Some((10, None))
+            }
+        );
     }
 }
