@@ -1,8 +1,21 @@
 //! The configured channels, by name and by small integer id, and a client's subscriptions as a
 //! bit set (so the delivery path checks a subscription with one atomic load).
 
-/// Index of a channel in the configured list.
-pub type ChannelId = usize;
+/// A channel, by its position in the configured list (at most 64, enforced by config). Only
+/// [`Channels`] makes one, so an id always names a configured channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId(u8);
+
+impl ChannelId {
+    /// The position in the configured list, for indexing per-channel tables.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    fn bit(self) -> u64 {
+        1 << self.0
+    }
+}
 
 /// A set of channels, one bit per [`ChannelId`] (at most 64 channels, enforced by config).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -10,11 +23,11 @@ pub struct ChannelMask(pub u64);
 
 impl ChannelMask {
     pub fn of(ids: &[ChannelId]) -> Self {
-        Self(ids.iter().fold(0, |m, id| m | 1 << id))
+        Self(ids.iter().fold(0, |m, id| m | id.bit()))
     }
 
     pub fn contains(self, id: ChannelId) -> bool {
-        self.0 & (1 << id) != 0
+        self.0 & id.bit() != 0
     }
 }
 
@@ -34,11 +47,9 @@ pub struct Resolved {
 impl Channels {
     /// `names` come validated from config: unique, at most 64, `global` among them.
     pub fn new(names: &[String]) -> Self {
-        let global = names.iter().position(|n| n == "global").unwrap_or(0);
-        Self {
-            names: names.to_vec(),
-            global,
-        }
+        let names = names.to_vec();
+        let global = position(&names, "global").unwrap_or(ChannelId(0));
+        Self { names, global }
     }
 
     pub fn len(&self) -> usize {
@@ -54,11 +65,16 @@ impl Channels {
     }
 
     pub fn id(&self, name: &str) -> Option<ChannelId> {
-        self.names.iter().position(|n| n == name)
+        position(&self.names, name)
+    }
+
+    /// Every channel, in configured order.
+    pub fn ids(&self) -> impl Iterator<Item = ChannelId> + '_ {
+        (0..self.names.len()).filter_map(|i| u8::try_from(i).ok().map(ChannelId))
     }
 
     pub fn name(&self, id: ChannelId) -> &str {
-        self.names.get(id).map(String::as_str).unwrap_or("")
+        self.names.get(id.index()).map(String::as_str).unwrap_or("")
     }
 
     pub fn names(&self) -> &[String] {
@@ -95,6 +111,12 @@ impl Channels {
     }
 }
 
+/// The id of `name` in `names`; none past the 256th (config allows 64).
+fn position(names: &[String], name: &str) -> Option<ChannelId> {
+    let i = names.iter().position(|n| n == name)?;
+    u8::try_from(i).ok().map(ChannelId)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,20 +129,26 @@ mod tests {
     fn resolve_keeps_order_and_reports_unknown_names() {
         let c = channels();
         let r = c.resolve(&["health".into(), "bogus".into(), "pdfm".into()]);
-        assert_eq!(r.known, [3, 1]);
+        assert_eq!(r.known, [ChannelId(3), ChannelId(1)]);
         assert_eq!(r.unknown, ["bogus"]);
     }
 
     #[test]
     fn global_always_comes_last_once() {
         let c = channels();
-        assert_eq!(c.subscription_list(&[0, 1, 3]), [1, 3, 0]);
-        assert_eq!(c.subscription_list(&[]), [0]);
+        let [global, pdfm, health] = [0, 1, 3].map(ChannelId);
+        assert_eq!(
+            c.subscription_list(&[global, pdfm, health]),
+            [pdfm, health, global]
+        );
+        assert_eq!(c.subscription_list(&[]), [global]);
+        assert_eq!(c.ids().collect::<Vec<_>>(), [0, 1, 2, 3, 4].map(ChannelId));
     }
 
     #[test]
     fn masks() {
-        let m = ChannelMask::of(&[0, 3]);
-        assert!(m.contains(0) && m.contains(3) && !m.contains(1));
+        let [a, b, c] = [0, 1, 3].map(ChannelId);
+        let m = ChannelMask::of(&[a, c]);
+        assert!(m.contains(a) && m.contains(c) && !m.contains(b));
     }
 }

@@ -273,7 +273,7 @@ impl Hub {
     }
 
     fn log(&self, channel: ChannelId) -> MutexGuard<'_, Log> {
-        self.lanes[channel]
+        self.lanes[channel.index()]
             .log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -319,7 +319,7 @@ impl Hub {
             // The receiver opens under the log's lock that fixes where the replay ends, so
             // replay and live meet exactly.
             let mut log = self.log(channel);
-            let receiver = self.lanes[channel].sender.subscribe();
+            let receiver = self.lanes[channel.index()].sender.subscribe();
             let last = log.last_seq();
             let start = decide(since, epoch_matches, |after| log.covers(after, now));
             drop(log);
@@ -382,7 +382,9 @@ impl Hub {
 
     /// The channel and seq of a kept event, by its id.
     pub fn locate(&self, id: &str) -> Option<(ChannelId, u64)> {
-        (0..self.lanes.len()).find_map(|c| self.log(c).find(id).map(|seq| (c, seq)))
+        self.channels
+            .ids()
+            .find_map(|c| self.log(c).find(id).map(|seq| (c, seq)))
     }
 
     /// Up to `limit` kept events of `channel` after seq `after`, oldest first; from the oldest
@@ -507,7 +509,7 @@ impl Hub {
                 return 0;
             }
         }
-        let sent = self.lanes[channel]
+        let sent = self.lanes[channel.index()]
             .sender
             .send(Delivery { frame, target })
             .unwrap_or(0);
@@ -621,7 +623,7 @@ impl Hub {
                 continue;
             }
             let log = self.log(channel);
-            let receiver = self.lanes[channel].sender.subscribe();
+            let receiver = self.lanes[channel.index()].sender.subscribe();
             added.positions.push((channel, log.last_seq()));
             drop(log);
             added.feeds.push((channel, Feed::live(receiver)));
