@@ -261,7 +261,8 @@ async fn serve(
                     return exit;
                 }
             }
-            // A resumed channel's missed events, as fast as the socket takes them.
+            // A resumed channel's missed events, as fast as the socket takes them. Its guard is
+            // read only when select! starts: `Drained` from the socket branch restarts it.
             _ = std::future::ready(()), if !streams.replaying.is_empty() && outbox.queue.is_empty() => {
                 if let Err(exit) = pump_replays(&mut streams, client, outbox, settings) {
                     return exit;
@@ -300,7 +301,9 @@ fn poll_socket(
     outbox: &mut Outbox,
     wake_when_drained: bool,
 ) -> Poll<SocketEvent> {
-    let had_frames = !outbox.queue.is_empty();
+    // Unflushed counts too: a flush that was pending when the queue emptied must still report
+    // `Drained` when it completes, or the replay (gated on an empty queue) never resumes.
+    let had_frames = !outbox.queue.is_empty() || outbox.unflushed;
     match outbox.poll_write(cx, socket) {
         Poll::Ready(Err(_)) => return Poll::Ready(SocketEvent::WriteFailed),
         Poll::Ready(Ok(())) if had_frames && wake_when_drained => {
