@@ -2,13 +2,16 @@
 //! and the test harness both go through [`AppState::build`] and [`run`].
 //!
 //! The accept loop is ours rather than `axum::serve` so that it can bound how long a client may
-//! take to send its request headers, and say plainly when the process runs out of file
-//! descriptors.
+//! take to send its request headers, say plainly when the process runs out of file
+//! descriptors, and close every connection by lingering ([`LingeringTcp`]).
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,7 +32,7 @@ use crate::config::{ConfigError, Settings};
 use crate::hub::Hub;
 use crate::routes;
 use crate::sources::Sources;
-use crate::ws::SessionSettings;
+use crate::ws::{self, SessionSettings};
 
 /// Everything the routes share.
 #[derive(Clone)]
@@ -122,7 +126,7 @@ pub async fn run_with(
                     // Events are small and latency matters more than packet count.
                     let _ = tcp.set_nodelay(true);
                     connections.spawn(serve_connection(
-                        tcp,
+                        LingeringTcp::new(tcp),
                         peer,
                         router.clone(),
                         stop_http.clone(),
@@ -175,7 +179,7 @@ pub async fn run_with(
 /// that does not finish sending its headers within `header_read_timeout` is cut off, so a
 /// slow-loris holds nothing for long.
 async fn serve_connection(
-    tcp: TcpStream,
+    tcp: LingeringTcp,
     peer: SocketAddr,
     router: Router,
     stop: CancellationToken,
@@ -203,6 +207,96 @@ async fn serve_connection(
     };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// A connection's TCP stream that closes by lingering. Closing a socket with the client's data
+/// still unread makes the kernel send a reset, which a client that is still sending sees instead
+/// of our close frame or response. So on drop it ends its write side and discards what still
+/// arrives until the client closes too, for at most [`ws::CLOSE_TIMEOUT`]. After a read error
+/// this is the only reader left: the WebSocket stream ends at the error.
+///
+/// The linger is not tracked: shutdown does not wait for it (it has already waited for the close
+/// handshakes), and it ends with the process.
+struct LingeringTcp {
+    /// Taken only by `drop`.
+    tcp: Option<TcpStream>,
+}
+
+impl LingeringTcp {
+    fn new(tcp: TcpStream) -> Self {
+        Self { tcp: Some(tcp) }
+    }
+
+    fn with<T>(
+        self: Pin<&mut Self>,
+        poll: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match self.get_mut().tcp.as_mut() {
+            Some(tcp) => poll(Pin::new(tcp)),
+            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl Drop for LingeringTcp {
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if let Some(tcp) = self.tcp.take() {
+            runtime.spawn(linger(tcp));
+        }
+    }
+}
+
+/// Half-closes, then discards what the client sends until it closes or the close timeout ends.
+async fn linger(mut tcp: TcpStream) {
+    let _ = tcp.shutdown().await;
+    let mut discard = [0u8; 4096];
+    let _ = tokio::time::timeout(ws::CLOSE_TIMEOUT, async {
+        while tcp.read(&mut discard).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+}
+
+impl AsyncRead for LingeringTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.with(|tcp| tcp.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for LingeringTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.with(|tcp| tcp.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.with(|tcp| tcp.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.with(|tcp| tcp.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.with(|tcp| tcp.poll_shutdown(cx))
     }
 }
 
