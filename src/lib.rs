@@ -18,6 +18,7 @@
 //! | [`routes`] | the HTTP handlers: subscribe, unsubscribe, publish, history, health |
 //! | [`app`] | `AppState` and `fn app(state) -> Router`: the handlers on their paths |
 //! | [`refusal_body`] | the error body on hyper's own 400/414/431 answers |
+//! | [`lingering_tcp`] | closing a connection without a reset |
 //! | [`server`] | the accept loop and the shutdown sequence |
 //!
 //! The path of an event: `routes::publish` → `publisher` → `hub` (stamp, serialise once, per-channel
@@ -32,6 +33,7 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod identity;
+pub mod lingering_tcp;
 pub mod protocol;
 pub mod publisher;
 pub mod refusal_body;

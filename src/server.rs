@@ -2,8 +2,8 @@
 //! an [`AppState`] and go through [`run`].
 //!
 //! The accept loop is ours rather than `axum::serve` so that it can bound how long a client may
-//! take to send its request headers, and say plainly when the process runs out of file
-//! descriptors.
+//! take to send its request headers, say plainly when the process runs out of file
+//! descriptors, and close every connection by lingering (`lingering_tcp`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,12 +17,13 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
 use crate::app::{self, AppState};
+use crate::lingering_tcp::LingeringTcp;
 use crate::refusal_body::RefusalBody;
 
 /// How a run ended.
@@ -69,7 +70,7 @@ pub async fn run_with(
                     // Events are small and latency matters more than packet count.
                     let _ = tcp.set_nodelay(true);
                     connections.spawn(serve_connection(
-                        tcp,
+                        LingeringTcp::new(tcp),
                         peer,
                         router.clone(),
                         stop_http.clone(),
@@ -122,7 +123,7 @@ pub async fn run_with(
 /// that does not finish sending its headers within `header_read_timeout` is cut off, so a
 /// slow-loris holds nothing for long.
 async fn serve_connection(
-    tcp: TcpStream,
+    tcp: LingeringTcp,
     peer: SocketAddr,
     router: Router,
     stop: CancellationToken,

@@ -35,8 +35,8 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4008;
 }
 
-/// How long the hub waits for a peer to answer its close frame.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the hub waits for a peer to answer its close frame, and then for it to end TCP.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Frames written per wake-up before the task yields to its other duties.
 const WRITE_BATCH: usize = 256;
 
@@ -127,7 +127,10 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
 
 /// Ends a socket: for a hub-initiated close, what is queued (unless the client is a slow
 /// consumer) and then the close frame; in every case, reads until the peer's close so the
-/// handshake completes (the library answers a client-initiated close as it reads).
+/// handshake completes (the library answers a client-initiated close as it reads). After a
+/// read error (1002, 1007, 1009) the stream has ended and reads nothing more: dropping the
+/// socket hands it to the connection's lingering close (`server::LingeringTcp`), which
+/// discards what the client still sends so it reads our close frame, not a reset.
 async fn finish(mut socket: WebSocket, mut outbox: Outbox, exit: Exit) {
     if let Exit::Close(code, reason) = exit {
         let _ = timeout(CLOSE_TIMEOUT, async {
@@ -261,7 +264,8 @@ async fn serve(
                     return exit;
                 }
             }
-            // A resumed channel's missed events, as fast as the socket takes them.
+            // A resumed channel's missed events, as fast as the socket takes them. Its guard is
+            // read only when select! starts: `Drained` from the socket branch restarts it.
             _ = std::future::ready(()), if !streams.replaying.is_empty() && outbox.queue.is_empty() => {
                 if let Err(exit) = pump_replays(&mut streams, client, outbox, settings) {
                     return exit;
@@ -300,7 +304,9 @@ fn poll_socket(
     outbox: &mut Outbox,
     wake_when_drained: bool,
 ) -> Poll<SocketEvent> {
-    let had_frames = !outbox.queue.is_empty();
+    // Unflushed counts too: a flush that was pending when the queue emptied must still report
+    // `Drained` when it completes, or the replay (gated on an empty queue) never resumes.
+    let had_frames = !outbox.queue.is_empty() || outbox.unflushed;
     match outbox.poll_write(cx, socket) {
         Poll::Ready(Err(_)) => return Poll::Ready(SocketEvent::WriteFailed),
         Poll::Ready(Ok(())) if had_frames && wake_when_drained => {

@@ -5,6 +5,7 @@ mod common;
 mod admission;
 mod binary;
 mod delivery;
+mod edges;
 mod hardening;
 mod http_limits;
 mod inband;
