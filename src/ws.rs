@@ -721,7 +721,10 @@ impl TokenBucket {
     }
 
     fn take(&mut self) -> bool {
-        let now = Instant::now();
+        self.take_at(Instant::now())
+    }
+
+    fn take_at(&mut self, now: Instant) -> bool {
         let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
         self.tokens = (self.tokens + refill).min(self.burst);
         self.last = now;
@@ -731,5 +734,71 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(send_queue: usize) -> SessionSettings {
+        SessionSettings {
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            write_timeout: Duration::from_secs(10),
+            send_queue,
+            messages_per_sec: 10.0,
+            message_burst: 20.0,
+        }
+    }
+
+    fn text(s: &'static str) -> Message {
+        Message::Text(Utf8Bytes::from_static(s))
+    }
+
+    #[test]
+    fn the_outbox_refuses_the_frame_past_its_limit_as_a_slow_consumer() {
+        let settings = settings(2);
+        let mut outbox = Outbox::new(settings.send_queue);
+        assert!(outbox.push(text("a"), &settings).is_ok());
+        assert!(outbox.push(text("b"), &settings).is_ok());
+        assert!(matches!(
+            outbox.push(text("c"), &settings),
+            Err(Exit::Close(close::SLOW_CONSUMER, _))
+        ));
+        assert_eq!(outbox.queue.len(), 2);
+    }
+
+    #[test]
+    fn a_socket_blocked_for_the_write_timeout_is_a_slow_consumer_even_with_room() {
+        let settings = settings(100);
+        let mut outbox = Outbox::new(settings.send_queue);
+        let now = Instant::now();
+        outbox.blocked_since = now.checked_sub(Duration::from_secs(5));
+        assert!(
+            outbox.push(text("a"), &settings).is_ok(),
+            "blocked, but not for long"
+        );
+        outbox.blocked_since = now.checked_sub(settings.write_timeout);
+        assert!(matches!(
+            outbox.push(text("b"), &settings),
+            Err(Exit::Close(close::SLOW_CONSUMER, _))
+        ));
+    }
+
+    #[test]
+    fn the_token_bucket_allows_a_burst_then_the_rate() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(10.0, 3.0);
+        bucket.last = start;
+        assert!((0..3).all(|_| bucket.take_at(start)), "the burst");
+        assert!(!bucket.take_at(start), "then nothing at once");
+        // 10 per second: one more after 100 ms, not before.
+        assert!(!bucket.take_at(start + Duration::from_millis(50)));
+        assert!(bucket.take_at(start + Duration::from_millis(100)));
+        // A long pause refills to the burst, no more.
+        let later = start + Duration::from_secs(60);
+        assert!((0..3).all(|_| bucket.take_at(later)));
+        assert!(!bucket.take_at(later));
     }
 }
