@@ -46,7 +46,7 @@ pub enum ApiError {
 
 /// The refusal's message, attached to the response so the request log can say why.
 #[derive(Debug, Clone)]
-pub struct Refusal(pub String);
+pub struct RefusalReason(pub String);
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -114,7 +114,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let message = self.to_string();
         let mut response = (status, axum::Json(self.error_body())).into_response();
-        response.extensions_mut().insert(Refusal(message));
+        response.extensions_mut().insert(RefusalReason(message));
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

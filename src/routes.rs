@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::app::state::AppState;
 use crate::auth::{self, Identity};
 use crate::config::{EVENTS_PUBLISH, READ_ONLY};
-use crate::error::{ApiError, Refusal};
+use crate::error::{ApiError, RefusalReason};
 use crate::hub::{ChannelId, Resume};
 use crate::protocol;
 use crate::ws::{self, Session};
@@ -483,7 +483,7 @@ pub(crate) async fn log_request(
     if status >= 400 {
         let reason = response
             .extensions()
-            .get::<Refusal>()
+            .get::<RefusalReason>()
             .map_or("", |r| r.0.as_str());
         tracing::info!(%peer, %method, path, status, reason, micros, "request refused");
     } else {

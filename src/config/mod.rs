@@ -32,7 +32,7 @@ pub use self::log::LogSettings;
 pub use self::server::ServerSettings;
 pub use crate::identity::{EVENTS_PUBLISH, KNOWN_CLAIMS, READ_ONLY, SUPER_USER};
 pub use crate::sources::config::SourceSettings;
-pub use crate::sources::opennebula::config::{OPENNEBULA_KINDS, OpenNebulaSource};
+pub use crate::sources::opennebula::config::{OPENNEBULA_KINDS, OpenNebulaSettings};
 
 /// The commented default configuration, also the built-in defaults.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(documented.sources.opennebula, minimal.sources.opennebula);
         assert_eq!(
             minimal.sources.opennebula,
-            [OpenNebulaSource::with_endpoint("tcp://127.0.0.1:2101")]
+            [OpenNebulaSettings::with_endpoint("tcp://127.0.0.1:2101")]
         );
     }
 

@@ -2,14 +2,14 @@
 
 use serde::Deserialize;
 
-use super::opennebula::config::OpenNebulaSource;
+use super::opennebula::config::OpenNebulaSettings;
 use crate::config::error::ConfigError;
 
 /// Event sources the hub subscribes to itself (see `crate::sources`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSettings {
-    pub opennebula: Vec<OpenNebulaSource>,
+    pub opennebula: Vec<OpenNebulaSettings>,
 }
 
 impl SourceSettings {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use events_hub::config::OpenNebulaSource;
+use events_hub::config::OpenNebulaSettings;
 use events_hub::server::Stopped;
 use serde_json::{Value, json};
 
@@ -45,11 +45,11 @@ impl HookManager {
     }
 }
 
-fn source(endpoint: &str) -> OpenNebulaSource {
-    OpenNebulaSource {
+fn source(endpoint: &str) -> OpenNebulaSettings {
+    OpenNebulaSettings {
         reconnect_min_ms: 20,
         reconnect_max_ms: 200,
-        ..OpenNebulaSource::with_endpoint(endpoint)
+        ..OpenNebulaSettings::with_endpoint(endpoint)
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use super::config::OpenNebulaSource;
+use super::config::OpenNebulaSettings;
 use super::mapping::{Mapper, Outcome, SKIPPED_KINDS};
 use super::message::MALFORMED_KINDS;
 use super::stats::Stats;
@@ -47,7 +47,7 @@ pub enum BridgeError {
 /// shutdown can wait for it.
 pub fn spawn(
     index: usize,
-    settings: OpenNebulaSource,
+    settings: OpenNebulaSettings,
     publisher: Publisher,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
@@ -97,7 +97,7 @@ enum Flow {
 
 struct Bridge {
     index: usize,
-    settings: OpenNebulaSource,
+    settings: OpenNebulaSettings,
     publisher: Publisher,
     channel: ChannelId,
     stats: Arc<Stats>,

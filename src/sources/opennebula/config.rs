@@ -9,30 +9,30 @@ use crate::config::error::{ConfigError, only_known, positive};
 /// Only `endpoint` is required; the defaults below are the ones `config/default.toml` documents.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OpenNebulaSource {
+pub struct OpenNebulaSettings {
     pub endpoint: String,
-    #[serde(default = "OpenNebulaSource::default_subscribe")]
+    #[serde(default = "OpenNebulaSettings::default_subscribe")]
     pub subscribe: Vec<String>,
-    #[serde(default = "OpenNebulaSource::default_channel")]
+    #[serde(default = "OpenNebulaSettings::default_channel")]
     pub channel: String,
-    #[serde(default = "OpenNebulaSource::default_kinds")]
+    #[serde(default = "OpenNebulaSettings::default_kinds")]
     pub kinds: Vec<String>,
     #[serde(default)]
     pub include_xml: bool,
-    #[serde(default = "OpenNebulaSource::default_reconnect_min_ms")]
+    #[serde(default = "OpenNebulaSettings::default_reconnect_min_ms")]
     pub reconnect_min_ms: u64,
-    #[serde(default = "OpenNebulaSource::default_reconnect_max_ms")]
+    #[serde(default = "OpenNebulaSettings::default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
-    #[serde(default = "OpenNebulaSource::default_heartbeat_secs")]
+    #[serde(default = "OpenNebulaSettings::default_heartbeat_secs")]
     pub heartbeat_secs: u64,
-    #[serde(default = "OpenNebulaSource::default_max_tracked_objects")]
+    #[serde(default = "OpenNebulaSettings::default_max_tracked_objects")]
     pub max_tracked_objects: usize,
 }
 
 /// The event kinds a `[[sources.opennebula]]` block may forward.
 pub const OPENNEBULA_KINDS: [&str; 3] = ["vm_state", "host_state", "api"];
 
-impl OpenNebulaSource {
+impl OpenNebulaSettings {
     fn default_subscribe() -> Vec<String> {
         vec!["EVENT ".into()]
     }

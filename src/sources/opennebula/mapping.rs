@@ -20,7 +20,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::config::OpenNebulaSource;
+use super::config::OpenNebulaSettings;
 use super::copies::Copies;
 use super::memory::StateMemory;
 use super::message::{self, Key, Malformed, StateHook, StateKey};
@@ -116,7 +116,7 @@ pub struct Mapper {
 }
 
 impl Mapper {
-    pub fn new(settings: &OpenNebulaSource) -> Self {
+    pub fn new(settings: &OpenNebulaSettings) -> Self {
         Self {
             kinds: Kinds::from_names(&settings.kinds),
             include_xml: settings.include_xml,
@@ -415,8 +415,8 @@ mod tests {
     use super::super::oned::{self, Vm};
     use super::*;
 
-    fn settings() -> OpenNebulaSource {
-        OpenNebulaSource::with_endpoint("tcp://127.0.0.1:2101")
+    fn settings() -> OpenNebulaSettings {
+        OpenNebulaSettings::with_endpoint("tcp://127.0.0.1:2101")
     }
 
     fn vm(id: u64, state: &'static str, lcm_state: &'static str) -> Vm<'static> {

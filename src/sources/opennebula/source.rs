@@ -5,18 +5,18 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::bridge;
-use super::config::OpenNebulaSource;
+use super::config::OpenNebulaSettings;
 use super::stats::Stats;
 use crate::sources::{Source, SourceContext, SourceStatus};
 
 /// One `[[sources.opennebula]]` block, ready to start.
 pub struct OpenNebula {
-    settings: OpenNebulaSource,
+    settings: OpenNebulaSettings,
     stats: Arc<Stats>,
 }
 
 impl OpenNebula {
-    pub fn new(settings: OpenNebulaSource) -> Self {
+    pub fn new(settings: OpenNebulaSettings) -> Self {
         Self {
             settings,
             stats: Arc::default(),
