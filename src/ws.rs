@@ -24,14 +24,19 @@ use crate::config::Settings;
 use crate::hub::{ChannelId, Client, Delivery, Feed, HubError, Recovery};
 use crate::protocol::{self, ClientMessage, ClientMessageError, Frame, Request, SysadmRequest};
 
-/// Close codes the hub uses.
+/// Close codes the hub uses: RFC 6455's from axum's `close_code`, and the hub's own 4xxx.
 pub mod close {
-    pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    pub const INVALID_DATA: u16 = 1007;
-    pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
+    use axum::extract::ws::close_code;
+
+    pub const GOING_AWAY: u16 = close_code::AWAY;
+    pub const PROTOCOL_ERROR: u16 = close_code::PROTOCOL;
+    pub const INVALID_DATA: u16 = close_code::INVALID;
+    pub const POLICY: u16 = close_code::POLICY;
+    pub const TOO_BIG: u16 = close_code::SIZE;
+    /// No frame from the client within `idle_timeout_secs`.
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
+    /// The client fell `send_queue` frames behind, or its socket took nothing for
+    /// `write_timeout_secs`.
     pub const SLOW_CONSUMER: u16 = 4008;
 }
 
