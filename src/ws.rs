@@ -19,10 +19,12 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+mod command;
+
 use crate::admission::Ticket;
 use crate::config::Settings;
-use crate::hub::{ChannelId, Client, Delivery, Feed, HubError, Recovery};
-use crate::protocol::{self, ClientMessage, ClientMessageError, Frame, Request, SysadmRequest};
+use crate::hub::{ChannelId, Client, Delivery, Feed, Recovery};
+use crate::protocol::{self, Frame};
 
 /// Close codes the hub uses: RFC 6455's from axum's `close_code`, and the hub's own 4xxx.
 pub mod close {
@@ -249,7 +251,7 @@ async fn serve(
                         if !bucket.take() {
                             return FLOOD;
                         }
-                        answer(client, &mut streams, text.as_str())
+                        command::answer(client, &mut streams, text.as_str())
                     }
                     Message::Binary(_) => {
                         if !bucket.take() {
@@ -530,164 +532,6 @@ impl Outbox {
         }
         Poll::Ready(Ok(()))
     }
-}
-
-/// The answer to one client text frame: a reply, or an error frame. Never closes the socket.
-fn answer(client: &Client, streams: &mut Streams, text: &str) -> Frame {
-    match protocol::parse_request(text) {
-        Ok(Request::Hub(message)) => answer_hub(client, streams, message),
-        Ok(Request::Sysadm(request)) => answer_sysadm(client, streams, request),
-        Err(error) => {
-            let ref_id = ClientMessageError::ref_id(text);
-            protocol::error_frame(&client.id(), ref_id.as_deref(), &error.to_string())
-        }
-    }
-}
-
-const SUPPORTED: &str =
-    "supported: health/ping, system/client-id, system/subscribe, system/unsubscribe";
-
-/// A message in the hub's own envelope (`event_type` + `message`).
-fn answer_hub(client: &Client, streams: &mut Streams, message: ClientMessage) -> Frame {
-    let id = client.id();
-    let ref_id = message.id.clone();
-    let error = |text: String| protocol::error_frame(&id, ref_id.as_deref(), &text);
-    let channels = client.hub().channels();
-    let Some(channel) = channels.id(&message.channel) else {
-        return error(format!(
-            "unknown event type {:?}; valid event types: {}",
-            message.channel,
-            channels.describe()
-        ));
-    };
-    if !client.state().mask().contains(channel) {
-        return error(format!(
-            "not subscribed to {:?}; subscribe first with {{\"namespace\":\"events\",\"name\":\"subscribe\",\"args\":[\"{}\"]}}",
-            message.channel, message.channel
-        ));
-    }
-    let reply_id = ref_id.clone().unwrap_or_else(protocol::new_id);
-    let reply = |verb: &str, body: serde_json::Value| {
-        protocol::server_frame(
-            channels.name(channel),
-            verb,
-            Some(&reply_id),
-            Some(body),
-            Some(&id),
-        )
-    };
-    match (message.channel.as_str(), message.message.as_str()) {
-        ("health", "ping") => {
-            protocol::server_frame("health", "pong", Some(&reply_id), None, Some(&id))
-        }
-        ("system", "client-id") => reply("client-id", serde_json::json!({ "client-id": id })),
-        ("system", verb @ ("subscribe" | "unsubscribe")) => {
-            let requested = match message.event_types {
-                Some(Ok(names)) if !names.is_empty() => names,
-                Some(Err(e)) => return error(e),
-                _ => {
-                    return error(format!(
-                        "{verb} needs body.event_types, e.g. {{\"event_types\":[\"pdfm\"]}}; valid event types: {}",
-                        channels.describe()
-                    ));
-                }
-            };
-            match change_subscriptions(client, streams, verb, &requested) {
-                Ok(body) => reply(verb, body.into()),
-                Err(e) => error(e),
-            }
-        }
-        (channel, other) => error(format!(
-            "unsupported message {other:?} on {channel:?}; {SUPPORTED}"
-        )),
-    }
-}
-
-/// A request in sysadm's `events` envelope, answered in that envelope with the same `id`.
-fn answer_sysadm(client: &Client, streams: &mut Streams, request: SysadmRequest) -> Frame {
-    let error = |text: String| {
-        protocol::sysadm_frame("error", &request.id, serde_json::json!({ "error": text }))
-    };
-    if request.namespace != "events" {
-        return error(format!(
-            "unsupported namespace {:?}; this hub serves the \"events\" namespace",
-            request.namespace
-        ));
-    }
-    let verb = request.name.as_str();
-    if !matches!(verb, "subscribe" | "unsubscribe") {
-        return error(format!(
-            "unsupported name {verb:?}; supported: subscribe, unsubscribe"
-        ));
-    }
-    let requested = match request.event_types {
-        Ok(names) if !names.is_empty() => names,
-        Ok(_) => {
-            return error(format!(
-                "`args` is empty; valid event types: {}",
-                client.hub().channels().describe()
-            ));
-        }
-        Err(e) => return error(e),
-    };
-    match change_subscriptions(client, streams, verb, &requested) {
-        Ok(body) => protocol::sysadm_frame("response", &request.id, body.into()),
-        Err(e) => error(e),
-    }
-}
-
-/// Adds or removes channels on this socket. Feeds are opened (or dropped) before the answer
-/// is queued, so the change is in force for the very next event.
-fn change_subscriptions(
-    client: &Client,
-    streams: &mut Streams,
-    verb: &str,
-    requested: &[String],
-) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    let hub = client.hub();
-    let channels = hub.channels();
-    if verb == "subscribe" {
-        let added = hub.add_channels(client.state(), requested);
-        for (channel, feed) in added.feeds {
-            streams.live.insert(channel, feed);
-        }
-        let mut body = protocol::subscriptions_body(&client.subscription_names(), &added.ignored);
-        let positions: Vec<(&str, u64)> = added
-            .positions
-            .iter()
-            .map(|&(c, seq)| (channels.name(c), seq))
-            .collect();
-        body.insert("positions".into(), protocol::positions(&positions));
-        return Ok(body);
-    }
-    let outcome = hub
-        .remove_channels(client.state(), requested)
-        .map_err(|e| match e {
-            HubError::Invalid(text) => text,
-            other => other.to_string(),
-        })?;
-    drop_unsubscribed(streams, client);
-    let mut body = protocol::subscriptions_body(
-        &client.subscription_names(),
-        &outcome.not_removed.invalid_event_types,
-    );
-    body.insert(
-        "unsubscribed".into(),
-        serde_json::json!(outcome.unsubscribed),
-    );
-    if !outcome.not_removed.not_subscribed.is_empty() {
-        body.insert(
-            "not_subscribed".into(),
-            serde_json::json!(outcome.not_removed.not_subscribed),
-        );
-    }
-    if !outcome.not_removed.rejected.is_empty() {
-        body.insert(
-            "rejected".into(),
-            serde_json::json!(outcome.not_removed.rejected),
-        );
-    }
-    Ok(body)
 }
 
 /// Maps a read error to how the socket ends.
