@@ -4,43 +4,39 @@
 //! The task waits on everything at once (shutdown, subscription changes, client frames, channel
 //! frames, ping timer, idle deadline). When frames are ready it feeds every ready one and flushes
 //! once, so a burst costs one socket write, not one per event.
+//!
+//! | file | concern |
+//! | --- | --- |
+//! | `ws.rs` | the session: welcome, the wait loop, the close handshake |
+//! | `feeds` | live and replaying channel feeds, taken into the outbox |
+//! | `outbox` | frames waiting for the socket; the slow-consumer rule |
+//! | `command` | client messages as commands, answered in the client's envelope |
+//! | `rate` | the client-message token bucket |
+//! | `close` | close codes |
 
+pub mod close;
+mod command;
+mod feeds;
+mod outbox;
+mod rate;
+
+use std::future::poll_fn;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use std::collections::VecDeque;
-use std::future::poll_fn;
-use std::task::{Context, Poll, ready};
-
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
-use tokio_stream::StreamMap;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-mod command;
-
+use self::feeds::{Streams, drain_replays, drop_unsubscribed, pump_replays, take, take_ready};
+use self::outbox::Outbox;
+use self::rate::TokenBucket;
 use crate::admission::Ticket;
 use crate::config::Settings;
-use crate::hub::{ChannelId, Client, Delivery, Feed, Recovery};
+use crate::hub::{ChannelId, Client, Feed, Recovery};
 use crate::protocol::{self, Frame};
-
-/// Close codes the hub uses: RFC 6455's from axum's `close_code`, and the hub's own 4xxx.
-pub mod close {
-    use axum::extract::ws::close_code;
-
-    pub const GOING_AWAY: u16 = close_code::AWAY;
-    pub const PROTOCOL_ERROR: u16 = close_code::PROTOCOL;
-    pub const INVALID_DATA: u16 = close_code::INVALID;
-    pub const POLICY: u16 = close_code::POLICY;
-    pub const TOO_BIG: u16 = close_code::SIZE;
-    /// No frame from the client within `idle_timeout_secs`.
-    pub const HEARTBEAT_TIMEOUT: u16 = 4000;
-    /// The client fell `send_queue` frames behind, or its socket took nothing for
-    /// `write_timeout_secs`.
-    pub const SLOW_CONSUMER: u16 = 4008;
-}
 
 /// How long the hub waits for a peer to answer its close frame, and then for it to end TCP.
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -324,83 +320,6 @@ fn poll_socket(
     socket.poll_next_unpin(cx).map(SocketEvent::Incoming)
 }
 
-type Received = Result<Delivery, BroadcastStreamRecvError>;
-/// A socket's channel feeds: live ones, and resumed ones still replaying history (in the order
-/// they were asked for). A feed moves to `live` when its replay is over; its live receiver
-/// was opened at registration, so it holds everything published meanwhile.
-struct Streams {
-    live: StreamMap<ChannelId, Feed>,
-    replaying: Vec<(ChannelId, Feed)>,
-}
-
-/// Queues up to [`WRITE_BATCH`] replayed events.
-fn pump_replays(
-    streams: &mut Streams,
-    client: &Client,
-    outbox: &mut Outbox,
-    settings: &SessionSettings,
-) -> Result<(), Exit> {
-    let mut budget = WRITE_BATCH.min(outbox.limit);
-    while budget > 0 {
-        let Some((channel, feed)) = streams.replaying.first_mut() else {
-            break;
-        };
-        // Unsubscribed over REST while replaying: in force before the task hears of it.
-        if !client.state().mask().contains(*channel) {
-            streams.replaying.remove(0);
-            continue;
-        }
-        match feed.next_replayed() {
-            Some(Ok(frame)) => {
-                outbox.push(Message::Text(frame), settings)?;
-                budget -= 1;
-            }
-            Some(Err(missed)) => {
-                let channel = client.hub().channels().name(*channel);
-                tracing::info!(client_id = %client.id(), channel, missed,
-                    "history dropped events before they were replayed: slow consumer");
-                return Err(SLOW);
-            }
-            None => {
-                let (channel, feed) = streams.replaying.remove(0);
-                streams.live.insert(channel, feed);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// At shutdown: queues the rest of every replay, past the outbox limit. What it holds is bounded
-/// by the history and shared with it; `finish` writes it within the close timeout.
-fn drain_replays(streams: &mut Streams, client: &Client, outbox: &mut Outbox) {
-    let mask = client.state().mask();
-    for (channel, mut feed) in std::mem::take(&mut streams.replaying) {
-        if !mask.contains(channel) {
-            continue;
-        }
-        // A replay the history overtook ends here; the client resumes from its last seq.
-        while let Some(Ok(frame)) = feed.next_replayed() {
-            outbox.queue.push_back(Message::Text(frame));
-        }
-        streams.live.insert(channel, feed);
-    }
-}
-
-/// Drops the feeds of channels the client no longer subscribes to.
-fn drop_unsubscribed(streams: &mut Streams, client: &Client) {
-    let mask = client.state().mask();
-    let dropped: Vec<ChannelId> = streams
-        .live
-        .keys()
-        .copied()
-        .filter(|c| !mask.contains(*c))
-        .collect();
-    for channel in dropped {
-        streams.live.remove(&channel);
-    }
-    streams.replaying.retain(|(c, _)| mask.contains(*c));
-}
-
 fn welcome(session: &Session) -> Frame {
     let client = &session.client;
     let channels = client.hub().channels();
@@ -425,115 +344,6 @@ fn welcome(session: &Session) -> Frame {
     )
 }
 
-/// Queues one channel item for this client, if it is for this client.
-fn take(
-    channel: ChannelId,
-    item: Received,
-    client: &Client,
-    outbox: &mut Outbox,
-    settings: &SessionSettings,
-) -> Result<(), Exit> {
-    match item {
-        Ok(delivery) if client.wants(channel, &delivery) => {
-            outbox.push(Message::Text(delivery.frame), settings)
-        }
-        Ok(_) => Ok(()),
-        Err(BroadcastStreamRecvError::Lagged(missed)) => {
-            tracing::info!(client_id = %client.id(), missed, "slow consumer disconnected");
-            Err(SLOW)
-        }
-    }
-}
-
-/// Queues up to `budget` channel items that are ready right now.
-fn take_ready(
-    streams: &mut StreamMap<ChannelId, Feed>,
-    client: &Client,
-    outbox: &mut Outbox,
-    budget: usize,
-    settings: &SessionSettings,
-) -> Result<(), Exit> {
-    for _ in 0..budget {
-        let Some(Some((channel, item))) = streams.next().now_or_never() else {
-            break;
-        };
-        take(channel, item, client, outbox, settings)?;
-    }
-    Ok(())
-}
-
-/// Frames waiting for the socket. Bounded: a client that lets `send_queue` frames pile up, or
-/// whose socket accepts nothing for `write_timeout`, is a slow consumer.
-struct Outbox {
-    queue: VecDeque<Message>,
-    limit: usize,
-    unflushed: bool,
-    blocked_since: Option<Instant>,
-}
-
-impl Outbox {
-    fn new(limit: usize) -> Self {
-        Self {
-            queue: VecDeque::new(),
-            limit,
-            unflushed: false,
-            blocked_since: None,
-        }
-    }
-
-    fn push(&mut self, message: Message, settings: &SessionSettings) -> Result<(), Exit> {
-        let stalled = self
-            .blocked_since
-            .is_some_and(|since| since.elapsed() >= settings.write_timeout);
-        if self.queue.len() >= self.limit || stalled {
-            return Err(SLOW);
-        }
-        self.queue.push_back(message);
-        Ok(())
-    }
-
-    /// Feeds every queued frame into the socket and flushes once: a burst costs one write.
-    fn poll_write(
-        &mut self,
-        cx: &mut Context<'_>,
-        socket: &mut WebSocket,
-    ) -> Poll<Result<(), axum::Error>> {
-        let result = self.drive(cx, socket);
-        match result {
-            Poll::Pending => {
-                self.blocked_since.get_or_insert_with(Instant::now);
-            }
-            Poll::Ready(_) => {
-                self.blocked_since = None;
-                // A burst may have grown the queue; give the memory back once it is drained.
-                if self.queue.capacity() > 64 {
-                    self.queue.shrink_to(16);
-                }
-            }
-        }
-        result
-    }
-
-    fn drive(
-        &mut self,
-        cx: &mut Context<'_>,
-        socket: &mut WebSocket,
-    ) -> Poll<Result<(), axum::Error>> {
-        while !self.queue.is_empty() {
-            ready!(socket.poll_ready_unpin(cx))?;
-            if let Some(message) = self.queue.pop_front() {
-                socket.start_send_unpin(message)?;
-                self.unflushed = true;
-            }
-        }
-        if self.unflushed {
-            ready!(socket.poll_flush_unpin(cx))?;
-            self.unflushed = false;
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
 /// Maps a read error to how the socket ends.
 fn read_error(error: axum::Error) -> Exit {
     let Ok(error) = error.into_inner().downcast::<tungstenite::Error>() else {
@@ -548,106 +358,5 @@ fn read_error(error: axum::Error) -> Exit {
         ) => Exit::Gone,
         tungstenite::Error::Protocol(_) => Exit::Close(close::PROTOCOL_ERROR, "protocol error"),
         _ => Exit::Gone,
-    }
-}
-
-/// Client messages allowed: `rate` per second sustained, `burst` at once.
-struct TokenBucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: f64, burst: f64) -> Self {
-        Self {
-            tokens: burst,
-            rate,
-            burst,
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        self.take_at(Instant::now())
-    }
-
-    fn take_at(&mut self, now: Instant) -> bool {
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings(send_queue: usize) -> SessionSettings {
-        SessionSettings {
-            ping_interval: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(90),
-            write_timeout: Duration::from_secs(10),
-            send_queue,
-            messages_per_sec: 10.0,
-            message_burst: 20.0,
-        }
-    }
-
-    fn text(s: &'static str) -> Message {
-        Message::Text(Utf8Bytes::from_static(s))
-    }
-
-    #[test]
-    fn the_outbox_refuses_the_frame_past_its_limit_as_a_slow_consumer() {
-        let settings = settings(2);
-        let mut outbox = Outbox::new(settings.send_queue);
-        assert!(outbox.push(text("a"), &settings).is_ok());
-        assert!(outbox.push(text("b"), &settings).is_ok());
-        assert!(matches!(
-            outbox.push(text("c"), &settings),
-            Err(Exit::Close(close::SLOW_CONSUMER, _))
-        ));
-        assert_eq!(outbox.queue.len(), 2);
-    }
-
-    #[test]
-    fn a_socket_blocked_for_the_write_timeout_is_a_slow_consumer_even_with_room() {
-        let settings = settings(100);
-        let mut outbox = Outbox::new(settings.send_queue);
-        let now = Instant::now();
-        outbox.blocked_since = now.checked_sub(Duration::from_secs(5));
-        assert!(
-            outbox.push(text("a"), &settings).is_ok(),
-            "blocked, but not for long"
-        );
-        outbox.blocked_since = now.checked_sub(settings.write_timeout);
-        assert!(matches!(
-            outbox.push(text("b"), &settings),
-            Err(Exit::Close(close::SLOW_CONSUMER, _))
-        ));
-    }
-
-    #[test]
-    fn the_token_bucket_allows_a_burst_then_the_rate() {
-        let start = Instant::now();
-        let mut bucket = TokenBucket::new(10.0, 3.0);
-        bucket.last = start;
-        assert!((0..3).all(|_| bucket.take_at(start)), "the burst");
-        assert!(!bucket.take_at(start), "then nothing at once");
-        // 10 per second: one more after 100 ms, not before.
-        assert!(!bucket.take_at(start + Duration::from_millis(50)));
-        assert!(bucket.take_at(start + Duration::from_millis(100)));
-        // A long pause refills to the burst, no more.
-        let later = start + Duration::from_secs(60);
-        assert!((0..3).all(|_| bucket.take_at(later)));
-        assert!(!bucket.take_at(later));
     }
 }

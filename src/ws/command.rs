@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::Streams;
+use super::feeds::{Streams, drop_unsubscribed};
 use crate::hub::{ChannelId, Client, HubError};
 use crate::protocol::{self, ClientMessage, ClientMessageError, Frame, Request, SysadmRequest};
 
@@ -241,7 +241,7 @@ fn unsubscribe(
             HubError::Invalid(text) => text,
             other => other.to_string(),
         })?;
-    super::drop_unsubscribed(streams, client);
+    drop_unsubscribed(streams, client);
     let not_removed = &outcome.not_removed;
     let mut body = protocol::subscriptions_body(
         &client.subscription_names(),
