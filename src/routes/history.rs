@@ -1,0 +1,107 @@
+//! `GET /v1/events`: kept events for clients that poll.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+
+use crate::app::state::AppState;
+use crate::auth::{self, Identity};
+use crate::config::READ_ONLY;
+use crate::error::ApiError;
+
+/// Most events one `GET /v1/events` returns.
+const MAX_HISTORY_PAGE: usize = 1000;
+
+/// `GET /v1/events?event_type=pdfm&since=<seq>&limit=N`: kept events after `since`, for
+/// clients that poll instead of holding a socket.
+pub(crate) async fn history(
+    State(app): State<AppState>,
+    identity: Identity,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    identity.require(READ_ONLY)?;
+    let channels = app.hub.channels();
+    let mut channel = None;
+    let mut since = 0u64;
+    let mut limit = 100usize;
+    let mut epoch = None;
+    for (key, value) in auth::form_pairs(query.as_deref().unwrap_or("")) {
+        let number = |what: &str| {
+            value.trim().parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!("{what} {value:?} is not a whole number >= 0"))
+            })
+        };
+        match key.as_str() {
+            "event_type" => {
+                let name = value.trim().to_ascii_lowercase();
+                channel = Some(channels.id(&name).ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "unknown event_type {value:?}; valid event types: {}",
+                        channels.describe()
+                    ))
+                })?);
+            }
+            "since" => since = number("since")?,
+            "epoch" => epoch = Some(number("epoch")?),
+            "limit" => {
+                limit = usize::try_from(number("limit")?).unwrap_or(usize::MAX);
+                if limit == 0 || limit > MAX_HISTORY_PAGE {
+                    return Err(ApiError::BadRequest(format!(
+                        "limit must be 1 to {MAX_HISTORY_PAGE}"
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    let channel = channel.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "missing event_type: GET /v1/events?event_type=pdfm&since=<seq>&limit=100; valid event types: {}",
+            channels.describe()
+        ))
+    })?;
+    let hub = &app.hub;
+    let other_epoch = epoch.filter(|&e| e != hub.epoch());
+    // A cursor from another epoch means nothing here: start from the oldest kept event.
+    let after = if other_epoch.is_some() { 0 } else { since };
+    let page = hub.history(channel, after, limit);
+    let reason = match (other_epoch, &page.gap) {
+        (Some(epoch), _) => Some(hub.other_epoch(epoch)),
+        (None, Some(gap)) => Some(gap.describe(channels.name(channel), after)),
+        (None, None) => None,
+    };
+    let reply = HistoryReply {
+        event_type: channels.name(channel),
+        epoch: hub.epoch(),
+        oldest_seq: page.oldest_seq,
+        last_seq: page.last_seq,
+        recovered: reason.is_none(),
+        reason,
+        next_since: page.next_since,
+        more: page.next_since < page.last_seq,
+        // Kept frames are the hub's own JSON: embedded as they are, not re-encoded.
+        events: page
+            .frames
+            .iter()
+            .filter_map(|f| serde_json::from_str(f.as_str()).ok())
+            .collect(),
+    };
+    Ok(Json(reply).into_response())
+}
+
+/// The `GET /v1/events` answer.
+#[derive(serde::Serialize)]
+pub(crate) struct HistoryReply<'a> {
+    event_type: &'a str,
+    epoch: u64,
+    oldest_seq: Option<u64>,
+    last_seq: u64,
+    /// True when `events` continue right after `since`, with nothing missing in between.
+    recovered: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// Pass as `since` to read on.
+    next_since: u64,
+    more: bool,
+    events: Vec<&'a serde_json::value::RawValue>,
+}

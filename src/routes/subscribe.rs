@@ -1,0 +1,192 @@
+//! `GET /v1/ws/subscribe`: authentication, `event_types`, resume, `Origin`, admission, then
+//! the upgrade to a socket task.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+
+use crate::app::state::AppState;
+use crate::auth::{self, Identity};
+use crate::config::READ_ONLY;
+use crate::error::ApiError;
+use crate::hub::{ChannelId, Resume};
+use crate::protocol;
+use crate::ws::{self, Session};
+
+/// Socket buffers: tungstenite's 128 KiB defaults would cost 256 KiB per idle connection.
+const READ_BUFFER_BYTES: usize = 2 * 1024;
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+pub(crate) async fn subscribe(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    identity: Identity,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    identity.require(READ_ONLY)?;
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::UpgradeRequired(format!(
+            "{rejection}; connect with a WebSocket client, e.g. websocat or wscat"
+        ))
+    })?;
+    if app.shutdown.is_cancelled() {
+        return Err(ApiError::Unavailable("the hub is shutting down".into()));
+    }
+    check_origin(&app.settings.admission.allowed_origins, &headers)?;
+
+    let pairs: Vec<(String, String)> = auth::form_pairs(query.as_deref().unwrap_or("")).collect();
+    // Every `event_types` value, merged before the names are normalised and de-duplicated.
+    let requested = protocol::split_event_types(
+        &pairs
+            .iter()
+            .filter(|(k, _)| k == "event_types")
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    let channels = app.hub.channels();
+    let resolved = channels.resolve(&requested);
+    let subscriptions: Vec<ChannelId> = channels.subscription_list(&resolved.known);
+    let resume = resume_request(&app, &pairs, &subscriptions)?;
+
+    let ip = app.client_ips.resolve(peer, &headers);
+    let ticket = app.admission.admit(ip, &identity)?;
+
+    let hub = app.hub.clone();
+    let settings = app.session_settings.clone();
+    let shutdown = app.shutdown.clone();
+    let tracker = app.sessions.token();
+    Ok(
+        socket_config(upgrade, app.settings.limits.max_message_bytes)
+            .on_failed_upgrade(|error| tracing::debug!(%error, "upgrade failed"))
+            .on_upgrade(move |socket| {
+                let (client, recovery) = hub.register(&identity, subscriptions, &resume);
+                ws::run(
+                    socket,
+                    Session {
+                        client,
+                        ticket,
+                        ignored: resolved.unknown,
+                        recovery,
+                        settings,
+                        shutdown,
+                        tracker,
+                    },
+                )
+            }),
+    )
+}
+
+/// Reads `since`, `last_event_id` and `epoch` from a subscribe query. A cursor must name a
+/// channel the socket subscribes to: a resume that could not be honoured is refused with `400`
+/// before the upgrade, never silently dropped.
+fn resume_request(
+    app: &AppState,
+    pairs: &[(String, String)],
+    subscriptions: &[ChannelId],
+) -> Result<Resume, ApiError> {
+    let channels = app.hub.channels();
+    let mut resume = Resume::default();
+    let subscribed = |name: &str, what: &str| {
+        let Some(channel) = channels.id(name) else {
+            return Err(ApiError::BadRequest(format!(
+                "{what} names {name:?}, which is not an event type; valid event types: {}",
+                channels.describe()
+            )));
+        };
+        if !subscriptions.contains(&channel) {
+            return Err(ApiError::BadRequest(format!(
+                "{what} names {name:?}, which this connection does not subscribe to; add it to event_types"
+            )));
+        }
+        Ok(channel)
+    };
+    for (key, value) in pairs {
+        match key.as_str() {
+            "since" => {
+                for (name, seq) in protocol::parse_since(value).map_err(ApiError::BadRequest)? {
+                    let channel = subscribed(&name, "since")?;
+                    if resume.since.iter().any(|(c, _)| *c == channel) {
+                        return Err(ApiError::BadRequest(format!(
+                            "since: {name:?} is given twice"
+                        )));
+                    }
+                    resume.since.push((channel, seq));
+                }
+            }
+            "epoch" => {
+                let epoch = value.trim().parse::<u64>().map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "epoch {value:?} is not a number; send the `epoch` of the events you have"
+                    ))
+                })?;
+                resume.epoch = Some(epoch);
+            }
+            _ => {}
+        }
+    }
+    if let Some((_, id)) = pairs.iter().find(|(k, _)| k == "last_event_id") {
+        let id = id.trim().to_ascii_lowercase();
+        match app.hub.locate(&id) {
+            Some((channel, seq)) => {
+                let name = channels.name(channel);
+                let channel = subscribed(name, "last_event_id")?;
+                if resume.since.iter().any(|(c, _)| *c == channel) {
+                    return Err(ApiError::BadRequest(format!(
+                        "last_event_id and since both name {name:?}; send one"
+                    )));
+                }
+                resume.since.push((channel, seq));
+            }
+            None => resume.unknown_event_id = Some(id),
+        }
+    }
+    Ok(resume)
+}
+
+/// The socket configuration every WebSocket of the hub gets.
+fn socket_config(upgrade: WebSocketUpgrade, max_message: usize) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+}
+
+/// Test-only router for `events-hub conformance-echo`: every path upgrades, without
+/// credentials, to [`ws::echo`] with the hub's own socket configuration.
+pub fn conformance_router(state: AppState) -> Router {
+    Router::new()
+        .fallback(
+            |State(app): State<AppState>, upgrade: WebSocketUpgrade| async move {
+                socket_config(upgrade, app.settings.limits.max_message_bytes).on_upgrade(ws::echo)
+            },
+        )
+        .with_state(state)
+}
+
+/// Browsers always send `Origin` on a WebSocket handshake; when an allowlist is configured, a
+/// page from anywhere else may not use a visitor's credentials to open a socket.
+fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let origin = origin.to_str().unwrap_or("");
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "origin {origin:?} is not allowed to open WebSockets on this hub"
+        )))
+    }
+}
