@@ -83,18 +83,6 @@ impl AsyncWrite for LingeringTcp {
         self.with(|tcp| tcp.poll_write(cx, buf))
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.with(|tcp| tcp.poll_write_vectored(cx, bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.with(|tcp| tcp.poll_flush(cx))
     }

@@ -7,7 +7,8 @@
 //! 400, 414 or 431 head with `content-length: 0` and nothing but a `date` beside it, which no
 //! route of the hub ever sends), the wrapper writes the same status with the SPEC's JSON error
 //! body in its place. The head is read with `httparse`, hyper's own parser; everything else
-//! passes through untouched.
+//! passes through untouched. Writes are not vectored (the trait default), so hyper hands each
+//! head over whole.
 
 use std::io;
 use std::pin::Pin;
