@@ -142,7 +142,16 @@ impl From<crate::hub::HubError> for ApiError {
             HubError::UnknownClient(_) => Self::NotFound(error.to_string()),
             HubError::NotOwner(_) => Self::Forbidden(error.to_string()),
             HubError::Invalid(message) => Self::BadRequest(message),
-            HubError::ShuttingDown => Self::Unavailable(error.to_string()),
+        }
+    }
+}
+
+impl From<crate::broker::PublishError> for ApiError {
+    fn from(error: crate::broker::PublishError) -> Self {
+        use crate::broker::PublishError;
+        match error {
+            PublishError::Invalid(message) => Self::BadRequest(message),
+            PublishError::ShuttingDown => Self::Unavailable(error.to_string()),
         }
     }
 }

@@ -8,7 +8,10 @@
 //! | [`identity`] | who is calling: `Identity`, `Method`, `Owner`, claim names |
 //! | [`protocol`] | the wire format: event envelope, client messages, error frames |
 //! | [`config`] | settings: defaults, file, environment, validation |
-//! | [`hub`] | channels, per-channel sequence and history, broadcast to sockets |
+//! | [`channels`] | the configured channels by name and id; a subscription set as a bit mask |
+//! | [`fanout`] | local delivery: a broadcast sender per channel, the live clients of this node |
+//! | [`broker`] | the `Broker` seam: `seq`, history, delivery into `fanout` (`MemoryBroker` today) |
+//! | [`hub`] | the registry: clients, subscriptions, where each stream starts (resume) |
 //! | [`admission`] | who may open a socket now: per-IP, per-identity and total limits |
 //! | [`error`] | every refusal as the SPEC's error body, mapped in one place |
 //! | [`auth`] | credentials (JWT, API key, query token) → `Identity` |
@@ -21,16 +24,20 @@
 //! | [`lingering_tcp`] | closing a connection without a reset |
 //! | [`server`] | the accept loop and the shutdown sequence |
 //!
-//! The path of an event: `routes::publish` → `publisher` → `hub` (stamp, serialise once, per-channel
-//! broadcast) → `ws` (one task per socket) → the subscriber. The path of a subscriber:
+//! The path of an event: `routes::publish` → `publisher` (checks) → `broker` (stamp, number,
+//! serialise once, keep) → `fanout` (per-channel broadcast) → `ws` (one task per socket) → the
+//! subscriber. The path of a subscriber:
 //! `server` → `app` → `routes::subscribe` → `auth` → `admission` → upgrade → `ws`.
 
 pub mod admission;
 pub mod app;
 pub mod auth;
+pub mod broker;
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod hub;
 pub mod identity;
 pub mod lingering_tcp;

@@ -1,37 +1,80 @@
 //! The one way events enter the hub: routes (`POST /v1/events`), sources (OpenNebula) and
-//! anything added later publish through a [`Publisher`], never through the hub's internals.
-//! Today it stamps, numbers, records and delivers through the in-process [`Hub`]; a shared
-//! broker (the Redis cluster) is to sit behind this same handle.
+//! anything added later publish through a [`Publisher`], never through the broker directly.
+//! It checks events against the configured channels, then hands them to the [`Broker`], which
+//! stamps, numbers, keeps and delivers them; which broker runs is chosen once, in `app`.
 
 use std::sync::Arc;
 
-use crate::hub::{ChannelId, Event, Hub, HubError, Receipt};
+use crate::broker::{Broker, Event, PublishError, Receipt};
+use crate::channels::{ChannelId, Channels};
 use crate::protocol::PublishEvent;
 
 #[derive(Clone)]
 pub struct Publisher {
-    hub: Arc<Hub>,
+    channels: Arc<Channels>,
+    broker: Arc<dyn Broker>,
 }
 
 impl Publisher {
-    pub fn new(hub: Arc<Hub>) -> Self {
-        Self { hub }
+    pub fn new(channels: Arc<Channels>, broker: Arc<dyn Broker>) -> Self {
+        Self { channels, broker }
     }
 
     /// The channel named `name`, to publish on.
     pub fn channel(&self, name: &str) -> Option<ChannelId> {
-        self.hub.channels().id(name)
+        self.channels.id(name)
     }
 
     /// Checks a publish request against the channels and the batch rules; nothing is
     /// published unless every event passes.
-    pub fn prepare(&self, events: Vec<PublishEvent>) -> Result<Vec<Event>, HubError> {
-        self.hub.prepare(events)
+    pub fn prepare(&self, events: Vec<PublishEvent>) -> Result<Vec<Event>, PublishError> {
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                Ok(Event {
+                    channel: self.publishable(i, &e.event_type)?,
+                    message: e.message,
+                    body: e.body,
+                    target: e.client_id,
+                })
+            })
+            .collect()
     }
 
     /// Stamps each event (id, timestamp, per-channel `seq`), keeps it in history and delivers
     /// it, in order per channel. `ShuttingDown` once publishing is closed.
-    pub fn publish(&self, events: Vec<Event>) -> Result<Receipt, HubError> {
-        self.hub.publish(events)
+    pub fn publish(&self, events: Vec<Event>) -> Result<Receipt, PublishError> {
+        self.broker.publish(events)
+    }
+
+    /// The channel event `i` of a batch names, unless it is unknown or reserved.
+    fn publishable(&self, i: usize, event_type: &str) -> Result<ChannelId, PublishError> {
+        let name = event_type.trim().to_ascii_lowercase();
+        let refuse = |why: String| {
+            PublishError::Invalid(format!(
+                "event {i}: {why}; valid event types: {}",
+                self.publishable_names()
+            ))
+        };
+        let health = self.channels.id("health");
+        match self.channels.id(&name) {
+            None => Err(refuse(format!("unknown event_type {event_type:?}"))),
+            Some(channel) if Some(channel) == health => {
+                Err(refuse("`health` is reserved for ping/pong".to_owned()))
+            }
+            Some(channel) => Ok(channel),
+        }
+    }
+
+    fn publishable_names(&self) -> String {
+        let names: Vec<&str> = self
+            .channels
+            .names()
+            .iter()
+            .map(String::as_str)
+            .filter(|n| *n != "health")
+            .collect();
+        names.join(", ")
     }
 }

@@ -34,8 +34,9 @@ use self::feeds::{Streams, drain_replays, drop_unsubscribed, pump_replays, take,
 use self::outbox::Outbox;
 use self::rate::TokenBucket;
 use crate::admission::Ticket;
+use crate::channels::ChannelId;
 use crate::config::Settings;
-use crate::hub::{ChannelId, Client, Feed, Recovery};
+use crate::hub::{Client, Feed, Recovery};
 use crate::protocol::{self, Frame};
 
 /// How long the hub waits for a peer to answer its close frame, and then for it to end TCP.

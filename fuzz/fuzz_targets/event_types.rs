@@ -3,7 +3,7 @@
 #![no_main]
 
 use events_hub::auth::form_pairs;
-use events_hub::hub::Channels;
+use events_hub::channels::Channels;
 use events_hub::protocol::{parse_since, split_event_types};
 use libfuzzer_sys::fuzz_target;
 

@@ -9,7 +9,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::{Admission, ClientIpResolver};
 use crate::auth::Authenticator;
+use crate::broker::{Broker, MemoryBroker};
+use crate::channels::Channels;
 use crate::config::{ConfigError, Settings};
+use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::publisher::Publisher;
 use crate::sources::Sources;
@@ -46,13 +49,17 @@ impl AppState {
     pub fn build(settings: Settings, jwt_secret: &str) -> Result<Self, ConfigError> {
         let auth = Authenticator::from_settings(&settings, jwt_secret)?;
         let client_ips = ClientIpResolver::new(settings.admission.trusted_proxies.clone());
-        let hub = Hub::new(
-            &settings.hub.channels,
-            settings.hub.send_queue.get(),
+        let channels = Arc::new(Channels::new(&settings.hub.channels));
+        let fanout = Fanout::new(&channels, settings.hub.send_queue.get());
+        // The one place that chooses the broker.
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(
+            Arc::clone(&channels),
+            Arc::clone(&fanout),
             &settings.history,
-        );
+        ));
+        let hub = Hub::new(Arc::clone(&channels), fanout, Arc::clone(&broker));
         Ok(Self {
-            publisher: Publisher::new(Arc::clone(&hub)),
+            publisher: Publisher::new(channels, broker),
             hub,
             auth: Arc::new(auth),
             client_ips: Arc::new(client_ips),

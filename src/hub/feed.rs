@@ -1,10 +1,10 @@
 //! What a socket reads from one channel: first the history it missed (when it resumed), then
 //! the live broadcast.
 //!
-//! The live receiver is opened at the same moment, under the channel's log lock, as the
-//! replay's end is fixed, so the replay ends exactly where the live stream begins: no gap and
+//! The live receiver is opened at the same moment as the replay's end is fixed
+//! (`Broker::attach`), so the replay ends exactly where the live stream begins: no gap and
 //! no duplicate at the seam, whatever is being published meanwhile. The replay is read from the
-//! log in small chunks, so a long one never holds the lock for long, and the socket task pulls
+//! broker's history in small chunks, so a long one never holds the history for long, and the socket task pulls
 //! it only as fast as the socket takes it.
 
 use std::collections::VecDeque;
@@ -17,10 +17,12 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::{ChannelId, Delivery, Hub};
+use crate::broker::Broker;
+use crate::channels::ChannelId;
+use crate::fanout::Delivery;
 use crate::protocol::Frame;
 
-/// Events read from the log per lock.
+/// Events read from the history per call.
 const REPLAY_CHUNK: usize = 256;
 
 /// One channel's stream for one socket. A `Lagged` error means events were lost to this
@@ -33,7 +35,7 @@ pub struct Feed {
 }
 
 struct Replay {
-    hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
     channel: ChannelId,
     /// The next seq to read from the log, and the last one to replay.
     next: u64,
@@ -52,7 +54,7 @@ impl Feed {
     /// Replays seqs `after + 1 ..= until` from the log, then reads `receiver`, which was opened
     /// right after `until` was published.
     pub(super) fn resumed(
-        hub: Arc<Hub>,
+        broker: Arc<dyn Broker>,
         channel: ChannelId,
         after: u64,
         until: u64,
@@ -60,7 +62,7 @@ impl Feed {
     ) -> Self {
         let replay = (after < until).then(|| {
             Box::new(Replay {
-                hub,
+                broker,
                 channel,
                 next: after + 1,
                 until,
@@ -85,8 +87,8 @@ impl Feed {
         if replay.buffer.is_empty() && replay.next <= replay.until {
             let chunk =
                 replay
-                    .hub
-                    .replay_chunk(replay.channel, replay.next, replay.until, REPLAY_CHUNK);
+                    .broker
+                    .replay(replay.channel, replay.next, replay.until, REPLAY_CHUNK);
             match chunk {
                 Some(frames) if !frames.is_empty() => {
                     replay.next += frames.len() as u64;

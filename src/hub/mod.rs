@@ -1,52 +1,32 @@
-//! The registry: channels, live clients, publishing and unsubscribing.
+//! The registry: the live clients of this node, what each is subscribed to, and where each
+//! of its streams starts.
 //!
-//! Each channel is a `tokio::sync::broadcast` sender; each socket task holds a receiver per
-//! subscribed channel. An event is serialised once into a [`Frame`] and shared by every
-//! subscriber. A receiver that falls `send_queue` events behind is a slow consumer: its socket
-//! is closed with 4008, never silently skipped.
-//!
-//! [`Hub::publish`] accepts events and [`Hub::deliver`] hands them to local sockets; a cluster
-//! relay can sit between the two without touching the socket task.
+//! Events reach sockets through [`Fanout`] (per-channel broadcast senders); a receiver that
+//! falls `send_queue` events behind is a slow consumer: its socket is closed with 4008, never
+//! silently skipped. Numbering and history belong to the [`Broker`]: a client that reconnects
+//! with its last seq replays what it missed from the broker's history and then continues live
+//! ([`Feed`]). The registry does not know which broker runs.
 //!
 //! Shutdown: [`Hub::close_publishing`] cuts publishing off, then each socket drains what was
 //! published before the cut and sends the `SERVER_SHUTDOWN` notice as its last frame.
-//!
-//! History: every broadcast event gets the next `seq` of its channel and is kept in the
-//! channel's [`history::Log`], so a client that reconnects with its last seq replays what it
-//! missed and then continues live ([`Feed`]). `epoch` names this hub's numbering: it changes at
-//! every start, when the history is lost.
 
-mod channels;
 mod feed;
-mod history;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
-use dashmap::DashMap;
 use serde::Serialize;
-use serde_json::value::RawValue;
-use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
-pub use channels::{ChannelId, ChannelMask, Channels, Resolved};
 pub use feed::Feed;
-pub use history::Gap;
 
-use crate::config::HistorySettings;
-use crate::identity::{Identity, Owner};
-use crate::protocol::{self, Envelope, Frame, PublishEvent};
-use history::Log;
+use crate::broker::{Broker, Gap, HistoryPage};
+use crate::channels::{ChannelId, ChannelMask, Channels};
+use crate::fanout::{ClientState, Delivery, Fanout};
+use crate::identity::Identity;
+use crate::protocol::{self, Frame};
 
-/// What travels on a channel: the serialised frame, and for a targeted event its one recipient.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub frame: Frame,
-    pub target: Option<Uuid>,
-}
-
-/// Why the hub refused a request; mapped to HTTP in `error.rs`.
+/// Why the registry refused an unsubscribe; mapped to HTTP in `error.rs`.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error("no live WebSocket client with id {0}")]
@@ -55,24 +35,6 @@ pub enum HubError {
     NotOwner(Uuid),
     #[error("{0}")]
     Invalid(String),
-    #[error("the hub is shutting down and accepts no more events")]
-    ShuttingDown,
-}
-
-/// A validated event, ready to stamp and deliver.
-#[derive(Debug)]
-pub struct Event {
-    pub channel: ChannelId,
-    pub message: String,
-    pub body: Option<Box<RawValue>>,
-    pub target: Option<Uuid>,
-}
-
-/// The `202` answer to a publish.
-#[derive(Debug, Serialize)]
-pub struct Receipt {
-    pub ids: Vec<String>,
-    pub recipients: usize,
 }
 
 /// The outcome of an unsubscribe that removed at least one channel. The three lists of what
@@ -105,31 +67,6 @@ impl Unsubscribed {
     /// True when the request mixed in names that were not removed.
     pub fn is_partial(&self) -> bool {
         !self.not_removed.is_empty()
-    }
-}
-
-/// A live client as the registry sees it. The socket task reads `mask` before writing each
-/// frame, so clearing a bit takes effect for the very next event.
-#[derive(Debug)]
-pub struct ClientState {
-    pub id: Uuid,
-    owner: Owner,
-    mask: AtomicU64,
-    /// Subscriptions in the order the client asked for them (`global` last); guarded so two
-    /// concurrent unsubscribes see each other's result.
-    order: Mutex<Vec<ChannelId>>,
-    changed: Notify,
-}
-
-impl ClientState {
-    pub fn mask(&self) -> ChannelMask {
-        ChannelMask(self.mask.load(Ordering::Acquire))
-    }
-
-    /// Resolves when the subscriptions were changed from outside the socket task. A change
-    /// made while nobody waits is kept (`notify_one`), so none is missed.
-    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
-        self.changed.notified()
     }
 }
 
@@ -171,26 +108,6 @@ pub struct Added {
     pub ignored: Vec<String>,
 }
 
-/// A page of history for `GET /v1/events`.
-#[derive(Debug)]
-pub struct HistoryPage {
-    /// Consecutive events from seq `next_since - frames.len() + 1`.
-    pub frames: Vec<Frame>,
-    /// The seq of the last event returned, or the channel's newest when none is.
-    pub next_since: u64,
-    pub oldest_seq: Option<u64>,
-    pub last_seq: u64,
-    /// Why the page does not continue right after `after`, if it does not.
-    pub gap: Option<Gap>,
-}
-
-/// One channel: its broadcast sender and its history. The log's lock is held while an event
-/// is numbered and sent, so numbering, sending and recording happen in one order.
-struct Lane {
-    sender: broadcast::Sender<Delivery>,
-    log: Mutex<Log>,
-}
-
 /// Where one channel's stream starts for a registering client.
 #[derive(Debug, PartialEq, Eq)]
 enum Start {
@@ -224,42 +141,20 @@ fn decide(
 }
 
 pub struct Hub {
-    channels: Channels,
-    lanes: Vec<Lane>,
-    epoch: u64,
-    clients: DashMap<Uuid, Arc<ClientState>>,
-    /// `Some` once shutdown began: the notice every socket sends last, before closing with 1001.
-    /// Publishers hold the read side while they deliver, so closing waits for them and nothing
-    /// is published after it.
-    shutdown_notice: RwLock<Option<Frame>>,
+    channels: Arc<Channels>,
+    fanout: Arc<Fanout>,
+    broker: Arc<dyn Broker>,
+    /// Set once shutdown began: the notice every socket sends last, before closing with 1001.
+    shutdown_notice: OnceLock<Frame>,
 }
 
 impl Hub {
-    pub fn new(
-        channel_names: &[String],
-        send_queue: usize,
-        history: &HistorySettings,
-    ) -> Arc<Self> {
-        let channels = Channels::new(channel_names);
-        let lanes = channels
-            .names()
-            .iter()
-            .map(|name| Lane {
-                sender: broadcast::channel(send_queue).0,
-                log: Mutex::new(Log::new(history.limits(name))),
-            })
-            .collect();
-        // Microseconds since 1970: differs at every start and grows, and stays below 2^53, so
-        // JavaScript clients read it exactly.
-        let epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros() as u64);
+    pub fn new(channels: Arc<Channels>, fanout: Arc<Fanout>, broker: Arc<dyn Broker>) -> Arc<Self> {
         Arc::new(Self {
             channels,
-            lanes,
-            epoch,
-            clients: DashMap::new(),
-            shutdown_notice: RwLock::new(None),
+            fanout,
+            broker,
+            shutdown_notice: OnceLock::new(),
         })
     }
 
@@ -267,21 +162,14 @@ impl Hub {
         &self.channels
     }
 
-    /// This hub's numbering of events; a restart starts a new one.
+    /// The broker's numbering of events; a cursor from another epoch means nothing here.
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.broker.epoch()
     }
 
-    fn log(&self, channel: ChannelId) -> MutexGuard<'_, Log> {
-        self.lanes[channel.index()]
-            .log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Live clients in the registry.
+    /// Live clients on this node.
     pub fn client_count(&self) -> usize {
-        self.clients.len()
+        self.fanout.client_count()
     }
 
     /// Registers a client subscribed to `subscriptions` (already including `global`) and opens
@@ -294,7 +182,6 @@ impl Hub {
         subscriptions: Vec<ChannelId>,
         resume: &Resume,
     ) -> (Client, Recovery) {
-        let id = Uuid::new_v4();
         let mut recovery = Recovery {
             recovered: resume.is_requested().then_some(true),
             ..Recovery::default()
@@ -304,53 +191,33 @@ impl Hub {
                 "last_event_id {unknown} is not in the history (too old, or from before a restart)"
             ));
         }
-        let epoch_matches = resume.epoch.is_none_or(|e| e == self.epoch);
+        let epoch_matches = resume.epoch.is_none_or(|e| e == self.epoch());
         if let (false, Some(epoch)) = (epoch_matches || resume.since.is_empty(), resume.epoch) {
             recovery.reasons.push(self.other_epoch(epoch));
         }
-        let now = Instant::now();
-        let mut feeds = Vec::with_capacity(subscriptions.len());
-        for &channel in &subscriptions {
-            let since = resume
-                .since
-                .iter()
-                .find(|(c, _)| *c == channel)
-                .map(|&(_, seq)| seq);
-            // The receiver opens under the log's lock that fixes where the replay ends, so
-            // replay and live meet exactly.
-            let mut log = self.log(channel);
-            let receiver = self.lanes[channel.index()].sender.subscribe();
-            let last = log.last_seq();
-            let start = decide(since, epoch_matches, |after| log.covers(after, now));
-            drop(log);
-            let feed = match start {
-                Start::Replay { after } => {
-                    recovery.positions.push((channel, after));
-                    Feed::resumed(Arc::clone(self), channel, after, last, receiver)
-                }
-                Start::Live { gap } => {
-                    if let Some((after, gap)) = gap {
-                        let reason = gap.map(|g| g.describe(self.channels.name(channel), after));
-                        recovery.reasons.extend(reason);
-                        recovery.unrecovered.push(channel);
-                    }
-                    recovery.positions.push((channel, last));
-                    Feed::live(receiver)
-                }
-            };
-            feeds.push((channel, feed));
-        }
+        let feeds = subscriptions
+            .iter()
+            .map(|&channel| {
+                let since = resume
+                    .since
+                    .iter()
+                    .find(|(c, _)| *c == channel)
+                    .map(|&(_, seq)| seq);
+                (
+                    channel,
+                    self.open_feed(channel, since, epoch_matches, &mut recovery),
+                )
+            })
+            .collect();
         if !recovery.reasons.is_empty() {
             recovery.recovered = Some(false);
         }
-        let state = Arc::new(ClientState {
-            id,
-            owner: owner.owner(),
-            mask: AtomicU64::new(ChannelMask::of(&subscriptions).0),
-            order: Mutex::new(subscriptions),
-            changed: Notify::new(),
-        });
-        self.clients.insert(id, Arc::clone(&state));
+        let state = Arc::new(ClientState::new(
+            Uuid::new_v4(),
+            owner.owner(),
+            subscriptions,
+        ));
+        self.fanout.clients.insert(state.id, Arc::clone(&state));
         let client = Client {
             hub: Arc::clone(self),
             state,
@@ -359,173 +226,67 @@ impl Hub {
         (client, recovery)
     }
 
-    /// Seqs `from..=until` of `channel`, at most `limit`; `None` when the log no longer holds
-    /// `from`.
-    pub(crate) fn replay_chunk(
+    /// One channel's feed for a registering client, and what the welcome says about it.
+    fn open_feed(
         &self,
         channel: ChannelId,
-        from: u64,
-        until: u64,
-        limit: usize,
-    ) -> Option<Vec<Frame>> {
-        self.log(channel)
-            .read_exact(from, until, limit, Instant::now())
+        since: Option<u64>,
+        epoch_matches: bool,
+        recovery: &mut Recovery,
+    ) -> Feed {
+        // The broker opens the receiver at the point that fixes where the replay ends, so
+        // replay and live meet exactly.
+        let attached = self.broker.attach(channel, since.filter(|_| epoch_matches));
+        let last = attached.last_seq;
+        match decide(since, epoch_matches, |_| attached.kept) {
+            Start::Replay { after } => {
+                recovery.positions.push((channel, after));
+                Feed::resumed(
+                    Arc::clone(&self.broker),
+                    channel,
+                    after,
+                    last,
+                    attached.receiver,
+                )
+            }
+            Start::Live { gap } => {
+                if let Some((after, gap)) = gap {
+                    let reason = gap.map(|g| g.describe(self.channels.name(channel), after));
+                    recovery.reasons.extend(reason);
+                    recovery.unrecovered.push(channel);
+                }
+                recovery.positions.push((channel, last));
+                Feed::live(attached.receiver)
+            }
+        }
     }
 
     /// Why a cursor from `epoch` means nothing here.
     pub fn other_epoch(&self, epoch: u64) -> String {
         format!(
             "epoch {epoch} is not the hub's epoch {}: the hub restarted and its earlier history is gone",
-            self.epoch
+            self.epoch()
         )
     }
 
     /// The channel and seq of a kept event, by its id.
     pub fn locate(&self, id: &str) -> Option<(ChannelId, u64)> {
-        self.channels
-            .ids()
-            .find_map(|c| self.log(c).find(id).map(|seq| (c, seq)))
+        self.broker.locate(id)
     }
 
-    /// Up to `limit` kept events of `channel` after seq `after`, oldest first; from the oldest
-    /// kept one when the history no longer reaches back to `after` (then `gap` says so).
+    /// Up to `limit` kept events of `channel` after seq `after`, oldest first (see
+    /// [`Broker::history`]).
     pub fn history(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryPage {
-        let mut log = self.log(channel);
-        let now = Instant::now();
-        let gap = log.covers(after, now).err();
-        let frames = log.read(after.saturating_add(1), u64::MAX, limit, now);
-        let next_since = match (frames.len(), log.oldest_seq()) {
-            (0, _) | (_, None) => log.last_seq(),
-            (n, Some(oldest)) => after.saturating_add(1).max(oldest) + n as u64 - 1,
-        };
-        HistoryPage {
-            frames,
-            next_since,
-            oldest_seq: log.oldest_seq(),
-            last_seq: log.last_seq(),
-            gap,
-        }
+        self.broker.history(channel, after, limit)
     }
 
-    /// Checks a publish request against the channels and the batch rules; nothing is published
-    /// unless every event passes.
-    pub fn prepare(&self, events: Vec<PublishEvent>) -> Result<Vec<Event>, HubError> {
-        let health = self.channels.id("health");
-        events
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let name = e.event_type.trim().to_ascii_lowercase();
-                let channel = self.channels.id(&name).ok_or_else(|| {
-                    HubError::Invalid(format!(
-                        "event {i}: unknown event_type {:?}; valid event types: {}",
-                        e.event_type,
-                        self.publishable()
-                    ))
-                })?;
-                if Some(channel) == health {
-                    return Err(HubError::Invalid(format!(
-                        "event {i}: `health` is reserved for ping/pong; valid event types: {}",
-                        self.publishable()
-                    )));
-                }
-                Ok(Event {
-                    channel,
-                    message: e.message,
-                    body: e.body,
-                    target: e.client_id,
-                })
-            })
-            .collect()
-    }
-
-    fn publishable(&self) -> String {
-        let names: Vec<&str> = self
-            .channels
-            .names()
-            .iter()
-            .map(String::as_str)
-            .filter(|n| *n != "health")
-            .collect();
-        names.join(", ")
-    }
-
-    /// Stamps each event with an id and timestamp, serialises it once and delivers it.
-    pub fn publish(&self, events: Vec<Event>) -> Result<Receipt, HubError> {
-        let closing = self
-            .shutdown_notice
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        if closing.is_some() {
-            return Err(HubError::ShuttingDown);
-        }
-        let mut receipt = Receipt {
-            ids: Vec::with_capacity(events.len()),
-            recipients: 0,
-        };
-        for event in events {
-            let id = protocol::new_id();
-            let envelope = Envelope {
-                id: &id,
-                ref_id: None,
-                event_type: self.channels.name(event.channel),
-                timestamp: &protocol::timestamp(),
-                message: &event.message,
-                body: event.body.as_deref(),
-                client_id: event.target.as_ref(),
-                seq: None,
-                epoch: Some(self.epoch),
-            };
-            receipt.recipients += match event.target {
-                // Private to one connection: neither numbered nor kept.
-                Some(target) => self.deliver(event.channel, envelope.to_frame(), Some(target)),
-                None => {
-                    let mut log = self.log(event.channel);
-                    let frame = Envelope {
-                        seq: Some(log.next_seq()),
-                        ..envelope
-                    }
-                    .to_frame();
-                    let sent = self.deliver(event.channel, frame.clone(), None);
-                    log.record(frame, Instant::now());
-                    sent
-                }
-            };
-            receipt.ids.push(id);
-        }
-        drop(closing);
-        Ok(receipt)
-    }
-
-    /// Local delivery: to every subscriber of `channel`, or to `target` alone. Targeted frames
-    /// travel on the channel too, so they keep their place in the channel's order.
-    pub fn deliver(&self, channel: ChannelId, frame: Frame, target: Option<Uuid>) -> usize {
-        if let Some(target) = target {
-            let subscribed = self
-                .clients
-                .get(&target)
-                .is_some_and(|c| c.mask().contains(channel));
-            if !subscribed {
-                return 0;
-            }
-        }
-        let sent = self.lanes[channel.index()]
-            .sender
-            .send(Delivery { frame, target })
-            .unwrap_or(0);
-        if target.is_some() { sent.min(1) } else { sent }
-    }
-
-    /// Stops publishing (later publishes get [`HubError::ShuttingDown`]) and returns the
-    /// `SERVER_SHUTDOWN` notice. Returns once every publish in progress has finished, so each
-    /// socket can drain what is queued and then send the notice as its last frame.
+    /// Stops publishing (later publishes get `ShuttingDown`) and returns the `SERVER_SHUTDOWN`
+    /// notice. Returns once every publish in progress has finished, so each socket can drain
+    /// what is queued and then send the notice as its last frame.
     pub fn close_publishing(&self, grace_secs: u64) -> Frame {
-        let mut notice = self
-            .shutdown_notice
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        notice
-            .get_or_insert_with(|| {
+        self.broker.close();
+        self.shutdown_notice
+            .get_or_init(|| {
                 protocol::server_frame(
                     "global",
                     "SERVER_SHUTDOWN",
@@ -542,10 +303,7 @@ impl Hub {
 
     /// The shutdown notice, once shutdown has begun.
     pub fn shutdown_notice(&self) -> Option<Frame> {
-        self.shutdown_notice
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shutdown_notice.get().cloned()
     }
 
     /// Removes channels from a live client owned by `caller`. When this returns `Ok`, no later
@@ -557,6 +315,7 @@ impl Hub {
         requested: &[String],
     ) -> Result<Unsubscribed, HubError> {
         let client = self
+            .fanout
             .clients
             .get(&client_id)
             .map(|c| Arc::clone(c.value()))
@@ -622,11 +381,9 @@ impl Hub {
             if order.contains(&channel) {
                 continue;
             }
-            let log = self.log(channel);
-            let receiver = self.lanes[channel.index()].sender.subscribe();
-            added.positions.push((channel, log.last_seq()));
-            drop(log);
-            added.feeds.push((channel, Feed::live(receiver)));
+            let attached = self.broker.attach(channel, None);
+            added.positions.push((channel, attached.last_seq));
+            added.feeds.push((channel, Feed::live(attached.receiver)));
             // Before `global`, which stays last.
             let at = order.len().saturating_sub(1);
             order.insert(at, channel);
@@ -711,7 +468,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        self.hub.clients.remove(&self.state.id);
+        self.hub.fanout.clients.remove(&self.state.id);
     }
 }
 

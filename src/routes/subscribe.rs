@@ -12,9 +12,10 @@ use axum::response::Response;
 
 use crate::app::state::AppState;
 use crate::auth::{self, Identity};
+use crate::channels::ChannelId;
 use crate::config::READ_ONLY;
 use crate::error::ApiError;
-use crate::hub::{ChannelId, Resume};
+use crate::hub::Resume;
 use crate::protocol;
 use crate::ws::{self, Session};
 

@@ -6,7 +6,8 @@
 use serde_json::{Map, Value, json};
 
 use super::feeds::{Streams, drop_unsubscribed};
-use crate::hub::{ChannelId, Client, HubError};
+use crate::channels::ChannelId;
+use crate::hub::{Client, HubError};
 use crate::protocol::{self, ClientMessage, ClientMessageError, Frame, Request, SysadmRequest};
 
 const SUPPORTED: &str =

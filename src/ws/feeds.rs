@@ -8,7 +8,9 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::outbox::Outbox;
 use super::{Exit, SLOW, SessionSettings, WRITE_BATCH};
-use crate::hub::{ChannelId, Client, Delivery, Feed};
+use crate::channels::ChannelId;
+use crate::fanout::Delivery;
+use crate::hub::{Client, Feed};
 
 type Received = Result<Delivery, BroadcastStreamRecvError>;
 /// A socket's channel feeds: live ones, and resumed ones still replaying history (in the order

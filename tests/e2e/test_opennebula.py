@@ -483,7 +483,7 @@ class Ledger:
         """Waits until the bridge has received everything, then checks every counter."""
         poll_until(lambda: bridge_status(hub)["received"] >= self.received, COUNT_TIMEOUT,
                    f"{self.received} messages received")
-        # An event is counted once Hub::publish returns, which can be just after websocat
+        # An event is counted once Publisher::publish returns, which can be just after websocat
         # printed it.
         poll_until(lambda: bridge_status(hub)["published"] >= self.published, COUNT_TIMEOUT,
                    f"{self.published} events counted")

@@ -118,7 +118,7 @@ async fn hook_manager_events_reach_subscribers_and_shutdown_stops_the_bridge() {
     assert_eq!(next["body"]["previous_state"], "running");
     assert_eq!(next["seq"].as_u64(), frame["seq"].as_u64().map(|s| s + 1));
 
-    // The bridge counts an event once Hub::publish returns, which can be just after the
+    // The bridge counts an event once Publisher::publish returns, which can be just after the
     // subscriber has it.
     eventually("the events to be counted", || {
         status(&hub)["published"] == 2

@@ -21,7 +21,8 @@ use super::config::OpenNebulaSettings;
 use super::mapping::{Mapper, Outcome, SKIPPED_KINDS};
 use super::message::MALFORMED_KINDS;
 use super::stats::Stats;
-use crate::hub::{ChannelId, Event, HubError};
+use crate::broker::{Event, PublishError};
+use crate::channels::ChannelId;
 use crate::publisher::Publisher;
 
 /// How long the thread waits for a message before looking at the shutdown token again.
@@ -223,7 +224,7 @@ impl Bridge {
                 self.stats.set_tracked(self.mapper.remembered());
                 match self.publisher.publish(events) {
                     Ok(_) => self.stats.published(count),
-                    Err(HubError::ShuttingDown) => {
+                    Err(PublishError::ShuttingDown) => {
                         tracing::debug!(
                             source = self.index,
                             "the hub is shutting down; OpenNebula bridge stops"

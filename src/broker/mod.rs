@@ -1,0 +1,107 @@
+//! The broker seam: what numbers, keeps and hands out events. [`Publisher`] calls it to
+//! publish, the registry calls it to open a client's streams, the history route reads from it.
+//!
+//! [`MemoryBroker`] is the single-node implementation: per-channel `seq` and history in this
+//! process, delivered to this node's [`Fanout`]. A shared broker (the Redis cluster) is a
+//! second implementation of [`Broker`] and nothing else: it numbers and keeps events in the
+//! shared store and delivers what every node publishes into each node's `Fanout`.
+//!
+//! [`Publisher`]: crate::publisher::Publisher
+//! [`Fanout`]: crate::fanout::Fanout
+
+mod history;
+mod memory;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+pub use history::Gap;
+pub use memory::MemoryBroker;
+
+use crate::channels::ChannelId;
+use crate::fanout::Delivery;
+use crate::protocol::Frame;
+
+/// A validated event, ready to stamp and deliver.
+#[derive(Debug)]
+pub struct Event {
+    pub channel: ChannelId,
+    pub message: String,
+    pub body: Option<Box<RawValue>>,
+    pub target: Option<Uuid>,
+}
+
+/// The `202` answer to a publish.
+#[derive(Debug, Serialize)]
+pub struct Receipt {
+    pub ids: Vec<String>,
+    pub recipients: usize,
+}
+
+/// Why a publish was refused; mapped to HTTP in `error.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the hub is shutting down and accepts no more events")]
+    ShuttingDown,
+}
+
+/// One channel opened for a registering client ([`Broker::attach`]).
+pub struct Attached {
+    /// Every frame delivered on the channel after `last_seq`.
+    pub receiver: broadcast::Receiver<Delivery>,
+    /// The newest seq at the moment `receiver` opened.
+    pub last_seq: u64,
+    /// Whether the history still holds every event after the seq that was asked about
+    /// (`Ok` when none was).
+    pub kept: Result<(), Gap>,
+}
+
+/// A page of history for `GET /v1/events`.
+#[derive(Debug)]
+pub struct HistoryPage {
+    /// Consecutive events from seq `next_since - frames.len() + 1`.
+    pub frames: Vec<Frame>,
+    /// The seq of the last event returned, or the channel's newest when none is.
+    pub next_since: u64,
+    pub oldest_seq: Option<u64>,
+    pub last_seq: u64,
+    /// Why the page does not continue right after `after`, if it does not.
+    pub gap: Option<Gap>,
+}
+
+/// Numbers, keeps and delivers events. Every method is cheap and never blocks on I/O for
+/// long: the socket tasks and the routes call them directly.
+pub trait Broker: Send + Sync + 'static {
+    /// The numbering that `seq`s belong to; a cursor from another epoch means nothing here.
+    fn epoch(&self) -> u64;
+
+    /// Stamps each event (id, timestamp, per-channel `seq` unless targeted), keeps it in
+    /// history and delivers it, in order per channel. [`PublishError::ShuttingDown`] once
+    /// [`close`](Broker::close) was called.
+    fn publish(&self, events: Vec<Event>) -> Result<Receipt, PublishError>;
+
+    /// Opens `channel` for a client: the live receiver opens at the very point where
+    /// `last_seq` is fixed, so a replay of `after + 1 ..= last_seq` followed by the receiver
+    /// has neither gap nor duplicate. `after`, when given, is checked against the history.
+    fn attach(&self, channel: ChannelId, after: Option<u64>) -> Attached;
+
+    /// Seqs `from..=until` of `channel`, at most `limit`; `None` when the history no longer
+    /// holds `from`.
+    fn replay(&self, channel: ChannelId, from: u64, until: u64, limit: usize)
+    -> Option<Vec<Frame>>;
+
+    /// Up to `limit` kept events of `channel` after seq `after`, oldest first; from the oldest
+    /// kept one when the history no longer reaches back to `after` (then `gap` says so).
+    fn history(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryPage;
+
+    /// The channel and seq of a kept event, by its id.
+    fn locate(&self, id: &str) -> Option<(ChannelId, u64)>;
+
+    /// Stops publishing. Returns once every publish in progress has finished, so what was
+    /// published before is delivered before anything sent after this returns.
+    fn close(&self);
+}

@@ -1,0 +1,109 @@
+//! Local delivery: one `tokio::sync::broadcast` sender per channel, and the table of live
+//! clients on this node. A broker hands stamped frames here; each socket task holds a receiver
+//! per subscribed channel. A frame is serialised once and shared by every subscriber.
+//!
+//! This is the only place frames reach sockets, whichever broker numbered them, so the socket
+//! task never knows which broker runs.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use tokio::sync::{Notify, broadcast};
+use uuid::Uuid;
+
+use crate::channels::{ChannelId, ChannelMask, Channels};
+use crate::identity::Owner;
+use crate::protocol::Frame;
+
+/// What travels on a channel: the serialised frame, and for a targeted event its one recipient.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub frame: Frame,
+    pub target: Option<Uuid>,
+}
+
+/// A live client as the registry sees it. The socket task reads `mask` before writing each
+/// frame, so clearing a bit takes effect for the very next event.
+#[derive(Debug)]
+pub struct ClientState {
+    pub id: Uuid,
+    pub(crate) owner: Owner,
+    pub(crate) mask: AtomicU64,
+    /// Subscriptions in the order the client asked for them (`global` last); guarded so two
+    /// concurrent unsubscribes see each other's result.
+    pub(crate) order: Mutex<Vec<ChannelId>>,
+    pub(crate) changed: Notify,
+}
+
+impl ClientState {
+    pub fn new(id: Uuid, owner: Owner, subscriptions: Vec<ChannelId>) -> Self {
+        Self {
+            id,
+            owner,
+            mask: AtomicU64::new(ChannelMask::of(&subscriptions).0),
+            order: Mutex::new(subscriptions),
+            changed: Notify::new(),
+        }
+    }
+
+    pub fn mask(&self) -> ChannelMask {
+        ChannelMask(self.mask.load(Ordering::Acquire))
+    }
+
+    /// Resolves when the subscriptions were changed from outside the socket task. A change
+    /// made while nobody waits is kept (`notify_one`), so none is missed.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+}
+
+/// The per-channel senders and the live clients of this node.
+pub struct Fanout {
+    senders: Vec<broadcast::Sender<Delivery>>,
+    pub(crate) clients: DashMap<Uuid, Arc<ClientState>>,
+}
+
+impl Fanout {
+    /// `send_queue` is how far a receiver may fall behind before it is a slow consumer.
+    pub fn new(channels: &Channels, send_queue: usize) -> Arc<Self> {
+        let senders = channels
+            .ids()
+            .map(|_| broadcast::channel(send_queue).0)
+            .collect();
+        Arc::new(Self {
+            senders,
+            clients: DashMap::new(),
+        })
+    }
+
+    /// A receiver of every frame delivered on `channel` from now on.
+    pub fn subscribe(&self, channel: ChannelId) -> broadcast::Receiver<Delivery> {
+        self.senders[channel.index()].subscribe()
+    }
+
+    /// Delivers to every subscriber of `channel`, or to `target` alone; returns how many
+    /// sockets it reached. Targeted frames travel on the channel too, so they keep their place
+    /// in the channel's order.
+    pub fn deliver(&self, channel: ChannelId, frame: Frame, target: Option<Uuid>) -> usize {
+        if let Some(target) = target {
+            let subscribed = self
+                .clients
+                .get(&target)
+                .is_some_and(|c| c.mask().contains(channel));
+            if !subscribed {
+                return 0;
+            }
+        }
+        let sent = self.senders[channel.index()]
+            .send(Delivery { frame, target })
+            .unwrap_or(0);
+        if target.is_some() { sent.min(1) } else { sent }
+    }
+
+    /// Live clients on this node.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+}
