@@ -1,13 +1,16 @@
 //! `GET /v1/events`: kept events for clients that poll.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use crate::app::state::AppState;
-use crate::auth::{self, Identity};
-use crate::config::READ_ONLY;
+use crate::auth;
+use crate::channels::ChannelId;
 use crate::error::ApiError;
+
+use super::extract::{Claimed, Read};
 
 /// Most events one `GET /v1/events` returns.
 const MAX_HISTORY_PAGE: usize = 1000;
@@ -16,50 +19,16 @@ const MAX_HISTORY_PAGE: usize = 1000;
 /// clients that poll instead of holding a socket.
 pub(crate) async fn history(
     State(app): State<AppState>,
-    identity: Identity,
-    RawQuery(query): RawQuery,
+    _: Claimed<Read>,
+    query: HistoryQuery,
 ) -> Result<Response, ApiError> {
-    identity.require(READ_ONLY)?;
     let channels = app.hub.channels();
-    let mut channel = None;
-    let mut since = 0u64;
-    let mut limit = 100usize;
-    let mut epoch = None;
-    for (key, value) in auth::form_pairs(query.as_deref().unwrap_or("")) {
-        let number = |what: &str| {
-            value.trim().parse::<u64>().map_err(|_| {
-                ApiError::BadRequest(format!("{what} {value:?} is not a whole number >= 0"))
-            })
-        };
-        match key.as_str() {
-            "event_type" => {
-                let name = value.trim().to_ascii_lowercase();
-                channel = Some(channels.id(&name).ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "unknown event_type {value:?}; valid event types: {}",
-                        channels.describe()
-                    ))
-                })?);
-            }
-            "since" => since = number("since")?,
-            "epoch" => epoch = Some(number("epoch")?),
-            "limit" => {
-                limit = usize::try_from(number("limit")?).unwrap_or(usize::MAX);
-                if limit == 0 || limit > MAX_HISTORY_PAGE {
-                    return Err(ApiError::BadRequest(format!(
-                        "limit must be 1 to {MAX_HISTORY_PAGE}"
-                    )));
-                }
-            }
-            _ => {}
-        }
-    }
-    let channel = channel.ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "missing event_type: GET /v1/events?event_type=pdfm&since=<seq>&limit=100; valid event types: {}",
-            channels.describe()
-        ))
-    })?;
+    let HistoryQuery {
+        channel,
+        since,
+        limit,
+        epoch,
+    } = query;
     let hub = &app.hub;
     let other_epoch = epoch.filter(|&e| e != hub.epoch());
     // A cursor from another epoch means nothing here: start from the oldest kept event.
@@ -104,4 +73,66 @@ pub(crate) struct HistoryReply<'a> {
     next_since: u64,
     more: bool,
     events: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// The query of `GET /v1/events`, checked: a known `event_type`, whole numbers, a `limit` of
+/// 1 to [`MAX_HISTORY_PAGE`].
+pub(crate) struct HistoryQuery {
+    channel: ChannelId,
+    since: u64,
+    limit: usize,
+    epoch: Option<u64>,
+}
+
+impl FromRequestParts<AppState> for HistoryQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let channels = app.hub.channels();
+        let mut channel = None;
+        let mut since = 0u64;
+        let mut limit = 100usize;
+        let mut epoch = None;
+        for (key, value) in auth::form_pairs(parts.uri.query().unwrap_or("")) {
+            let number = |what: &str| {
+                value.trim().parse::<u64>().map_err(|_| {
+                    ApiError::BadRequest(format!("{what} {value:?} is not a whole number >= 0"))
+                })
+            };
+            match key.as_str() {
+                "event_type" => {
+                    let name = value.trim().to_ascii_lowercase();
+                    channel = Some(channels.id(&name).ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "unknown event_type {value:?}; valid event types: {}",
+                            channels.describe()
+                        ))
+                    })?);
+                }
+                "since" => since = number("since")?,
+                "epoch" => epoch = Some(number("epoch")?),
+                "limit" => {
+                    limit = usize::try_from(number("limit")?).unwrap_or(usize::MAX);
+                    if limit == 0 || limit > MAX_HISTORY_PAGE {
+                        return Err(ApiError::BadRequest(format!(
+                            "limit must be 1 to {MAX_HISTORY_PAGE}"
+                        )));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let channel = channel.ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "missing event_type: GET /v1/events?event_type=pdfm&since=<seq>&limit=100; valid event types: {}",
+                channels.describe()
+            ))
+        })?;
+        Ok(Self {
+            channel,
+            since,
+            limit,
+            epoch,
+        })
+    }
 }

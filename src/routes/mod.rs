@@ -1,6 +1,7 @@
 //! The route handlers, one file per route family; `app` puts them on paths. Every refusal is
 //! an [`ApiError`], mapped to the SPEC's error body in `error.rs`.
 
+mod extract;
 mod health;
 mod history;
 mod publish;
@@ -16,13 +17,11 @@ pub(crate) use self::unsubscribe::unsubscribe;
 
 use std::net::SocketAddr;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::app::state::AppState;
 use crate::error::{ApiError, RefusalReason};
 
 pub(crate) async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
@@ -60,31 +59,4 @@ pub(crate) async fn log_request(
         tracing::debug!(%peer, %method, path, status, micros, "request");
     }
     response
-}
-
-/// Reads a request body of at most `limit` bytes within `body_read_timeout`: `413` for a larger
-/// one, `408` for one that trickles in too slowly.
-pub(super) async fn read_body(
-    app: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<bytes::Bytes, ApiError> {
-    let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes"));
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
-    }
-    let deadline = app.settings.body_read_timeout();
-    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(too_large()),
-        Err(_) => Err(ApiError::RequestTimeout(format!(
-            "the request body did not arrive within {} s",
-            deadline.as_secs()
-        ))),
-    }
 }

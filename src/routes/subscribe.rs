@@ -11,13 +11,14 @@ use axum::http::{HeaderMap, header};
 use axum::response::Response;
 
 use crate::app::state::AppState;
-use crate::auth::{self, Identity};
+use crate::auth;
 use crate::channels::ChannelId;
-use crate::config::READ_ONLY;
 use crate::error::ApiError;
 use crate::hub::Resume;
 use crate::protocol;
 use crate::ws::{self, Session};
+
+use super::extract::{Claimed, Read};
 
 /// Socket buffers: tungstenite's 128 KiB defaults would cost 256 KiB per idle connection.
 const READ_BUFFER_BYTES: usize = 2 * 1024;
@@ -26,12 +27,11 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 pub(crate) async fn subscribe(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    identity: Identity,
+    Claimed(identity, _): Claimed<Read>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    identity.require(READ_ONLY)?;
     let upgrade = upgrade.map_err(|rejection| {
         ApiError::UpgradeRequired(format!(
             "{rejection}; connect with a WebSocket client, e.g. websocat or wscat"

@@ -1,22 +1,15 @@
 //! `POST /v1/ws/unsubscribe`: remove channels from a live socket of the caller.
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::app::state::AppState;
-use crate::auth::Identity;
-use crate::config::READ_ONLY;
 use crate::error::ApiError;
 use crate::protocol;
 
-use super::read_body;
-
-/// Largest unsubscribe body read.
-const MAX_UNSUBSCRIBE_BYTES: usize = 16 * 1024;
+use super::extract::{Claimed, Read, UnsubscribeBody};
 /// `event_types` as the seed shows it (an array), or a comma-separated string.
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -33,11 +26,9 @@ struct UnsubscribeRequest {
 
 pub(crate) async fn unsubscribe(
     State(app): State<AppState>,
-    identity: Identity,
-    headers: HeaderMap,
-    body: Body,
+    Claimed(identity, _): Claimed<Read>,
+    UnsubscribeBody(bytes): UnsubscribeBody,
 ) -> Result<Json<UnsubscribeReply>, ApiError> {
-    identity.require(READ_ONLY)?;
     let channels = app.hub.channels();
     let usage = || {
         format!(
@@ -45,7 +36,6 @@ pub(crate) async fn unsubscribe(
             channels.describe()
         )
     };
-    let bytes = read_body(&app, &headers, body, MAX_UNSUBSCRIBE_BYTES).await?;
     let request: UnsubscribeRequest = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("malformed body ({e}): {}", usage())))?;
     let client_id = Uuid::parse_str(request.client_id.trim()).map_err(|_| {
