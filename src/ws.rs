@@ -190,21 +190,11 @@ async fn serve(
     let settings = &session.settings;
     // The feeds were opened at registration, before the welcome: nothing published after the
     // welcome's positions can be missed.
-    let (replaying, live): (Vec<_>, Vec<_>) =
-        feeds.into_iter().partition(|(_, f)| f.is_replaying());
-    let mut streams = Streams {
-        live: live.into_iter().collect(),
-        replaying,
-    };
+    let mut streams = Streams::new(feeds);
     if outbox.push(Message::Text(welcome), settings).is_err() {
         return SLOW;
     }
-
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + settings.ping_interval,
-        settings.ping_interval,
-    );
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ping = ping_timer(settings.ping_interval);
     let idle = sleep_until(Instant::now() + settings.idle_timeout);
     tokio::pin!(idle);
     let mut bucket = TokenBucket::new(settings.messages_per_sec, settings.message_burst);
@@ -217,18 +207,7 @@ async fn serve(
     loop {
         tokio::select! {
             biased;
-            _ = &mut shutdown => {
-                // Publishing is closed: queue everything published before the cut (the rest of
-                // any replay first), then the SERVER_SHUTDOWN notice as the last frame.
-                drain_replays(&mut streams, client, outbox);
-                if let Err(exit) = take_ready(&mut streams.live, client, outbox, usize::MAX, settings) {
-                    return exit;
-                }
-                if let Some(notice) = client.hub().shutdown_notice() {
-                    outbox.queue.push_back(Message::Text(notice));
-                }
-                return Exit::Close(close::GOING_AWAY, "server shutdown");
-            }
+            _ = &mut shutdown => return shutdown_tail(&mut streams, client, outbox, settings),
             _ = &mut changed => {
                 changed.set(client.state().changed());
                 drop_unsubscribed(&mut streams, client);
@@ -243,26 +222,10 @@ async fn serve(
                     SocketEvent::Incoming(Some(Ok(message))) => message,
                 };
                 idle.as_mut().reset(Instant::now() + settings.idle_timeout);
-                let reply = match incoming {
-                    Message::Text(text) => {
-                        if !bucket.take() {
-                            return FLOOD;
-                        }
-                        command::answer(client, &mut streams, text.as_str())
-                    }
-                    Message::Binary(_) => {
-                        if !bucket.take() {
-                            return FLOOD;
-                        }
-                        protocol::error_frame(
-                            &client.id(),
-                            None,
-                            "binary frames are not supported; send JSON text frames",
-                        )
-                    }
-                    // Pings are answered by the library; pongs only prove liveness.
-                    Message::Ping(_) | Message::Pong(_) => continue,
-                    Message::Close(_) => return Exit::Gone,
+                let reply = match answer(incoming, client, &mut streams, &mut bucket) {
+                    Ok(Some(reply)) => reply,
+                    Ok(None) => continue,
+                    Err(exit) => return exit,
                 };
                 if let Err(exit) = outbox.push(Message::Text(reply), settings) {
                     return exit;
@@ -277,10 +240,9 @@ async fn serve(
             }
             first = streams.live.next(), if !streams.live.is_empty() => {
                 let Some((channel, first)) = first else { continue };
-                if let Err(exit) = take(channel, first, client, outbox, settings) {
-                    return exit;
-                }
-                if let Err(exit) = take_ready(&mut streams.live, client, outbox, WRITE_BATCH, settings) {
+                let taken = take(channel, first, client, outbox, settings)
+                    .and_then(|()| take_ready(&mut streams.live, client, outbox, WRITE_BATCH, settings));
+                if let Err(exit) = taken {
                     return exit;
                 }
             }
@@ -291,6 +253,55 @@ async fn serve(
             }
             _ = &mut idle => return Exit::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout"),
         }
+    }
+}
+
+/// Ticks every `interval`, first one `interval` from now; a late tick is not made up for.
+fn ping_timer(interval: Duration) -> tokio::time::Interval {
+    let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ping
+}
+
+/// Publishing is closed: queues everything published before the cut (the rest of any replay
+/// first), then the `SERVER_SHUTDOWN` notice as the last frame.
+fn shutdown_tail(
+    streams: &mut Streams,
+    client: &Client,
+    outbox: &mut Outbox,
+    settings: &SessionSettings,
+) -> Exit {
+    drain_replays(streams, client, outbox);
+    if let Err(exit) = take_ready(&mut streams.live, client, outbox, usize::MAX, settings) {
+        return exit;
+    }
+    if let Some(notice) = client.hub().shutdown_notice() {
+        outbox.queue.push_back(Message::Text(notice));
+    }
+    Exit::Close(close::GOING_AWAY, "server shutdown")
+}
+
+/// The reply to a client frame; `None` when it needs none (pings are answered by the library,
+/// pongs only prove liveness). Text and binary frames each take a token from the bucket.
+fn answer(
+    incoming: Message,
+    client: &Client,
+    streams: &mut Streams,
+    bucket: &mut TokenBucket,
+) -> Result<Option<Frame>, Exit> {
+    let counted = matches!(incoming, Message::Text(_) | Message::Binary(_));
+    if counted && !bucket.take() {
+        return Err(FLOOD);
+    }
+    match incoming {
+        Message::Text(text) => Ok(Some(command::answer(client, streams, text.as_str()))),
+        Message::Binary(_) => Ok(Some(protocol::error_frame(
+            &client.id(),
+            None,
+            "binary frames are not supported; send JSON text frames",
+        ))),
+        Message::Ping(_) | Message::Pong(_) => Ok(None),
+        Message::Close(_) => Err(Exit::Gone),
     }
 }
 

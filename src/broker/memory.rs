@@ -159,3 +159,89 @@ impl Broker for MemoryBroker {
         *self.closed.write().unwrap_or_else(|p| p.into_inner()) = true;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn broker() -> (MemoryBroker, ChannelId) {
+        let settings = Settings::defaults();
+        let channels = Arc::new(Channels::new(&settings.hub.channels));
+        let fanout = Fanout::new(&channels, 64);
+        let pdfm = channels.id("pdfm").expect("pdfm is a default channel");
+        let broker = MemoryBroker::new(channels, fanout, &settings.history);
+        (broker, pdfm)
+    }
+
+    fn event(channel: ChannelId, message: &str) -> Event {
+        Event {
+            channel,
+            message: message.to_owned(),
+            body: None,
+            target: None,
+        }
+    }
+
+    fn seq_of(frame: &Frame) -> u64 {
+        let value: serde_json::Value = serde_json::from_str(frame.as_str()).expect("JSON frame");
+        value["seq"].as_u64().expect("a numbered frame")
+    }
+
+    #[test]
+    fn attach_fixes_the_seam_between_replay_and_live() {
+        let (broker, pdfm) = broker();
+        let published = (1..=3).map(|i| event(pdfm, &format!("m{i}"))).collect();
+        broker.publish(published).expect("open for publishing");
+        let mut attached = broker.attach(pdfm, Some(1));
+        assert_eq!(attached.last_seq, 3);
+        assert_eq!(attached.kept, Ok(()));
+        let replayed = broker.replay(pdfm, 2, attached.last_seq, 10).expect("kept");
+        assert_eq!(replayed.iter().map(seq_of).collect::<Vec<_>>(), [2, 3]);
+
+        broker.publish(vec![event(pdfm, "m4")]).expect("open");
+        let live = attached
+            .receiver
+            .try_recv()
+            .expect("the next event is live");
+        assert_eq!(seq_of(&live.frame), 4);
+        assert!(attached.receiver.try_recv().is_err(), "nothing twice");
+    }
+
+    #[test]
+    fn a_cursor_ahead_of_the_numbering_is_not_kept() {
+        let (broker, pdfm) = broker();
+        let attached = broker.attach(pdfm, Some(7));
+        assert_eq!(attached.last_seq, 0);
+        assert!(attached.kept.is_err());
+    }
+
+    #[test]
+    fn targeted_events_are_neither_numbered_nor_kept() {
+        let (broker, pdfm) = broker();
+        let mut targeted = event(pdfm, "private");
+        targeted.target = Some(uuid::Uuid::new_v4());
+        let receipt = broker.publish(vec![targeted]).expect("open");
+        assert_eq!(receipt.recipients, 0, "the target is not connected");
+        assert_eq!(broker.history(pdfm, 0, 10).last_seq, 0);
+    }
+
+    #[test]
+    fn closing_refuses_every_later_publish() {
+        let (broker, pdfm) = broker();
+        broker.close();
+        let refused = broker.publish(vec![event(pdfm, "late")]);
+        assert!(matches!(refused, Err(PublishError::ShuttingDown)));
+        assert_eq!(broker.history(pdfm, 0, 10).last_seq, 0);
+    }
+
+    #[test]
+    fn an_event_is_found_by_its_id() {
+        let (broker, pdfm) = broker();
+        let receipt = broker
+            .publish(vec![event(pdfm, "a"), event(pdfm, "b")])
+            .expect("open");
+        assert_eq!(broker.locate(&receipt.ids[1]), Some((pdfm, 2)));
+        assert_eq!(broker.locate("no-such-id"), None);
+    }
+}

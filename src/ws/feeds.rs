@@ -21,6 +21,17 @@ pub(super) struct Streams {
     pub(super) replaying: Vec<(ChannelId, Feed)>,
 }
 
+impl Streams {
+    pub(super) fn new(feeds: Vec<(ChannelId, Feed)>) -> Self {
+        let (replaying, live): (Vec<_>, Vec<_>) =
+            feeds.into_iter().partition(|(_, f)| f.is_replaying());
+        Self {
+            live: live.into_iter().collect(),
+            replaying,
+        }
+    }
+}
+
 /// Queues up to [`WRITE_BATCH`] replayed events.
 pub(super) fn pump_replays(
     streams: &mut Streams,
