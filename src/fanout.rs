@@ -5,9 +5,11 @@
 //! This is the only place frames reach sockets, whichever broker numbered them, so the socket
 //! task never knows which broker runs.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use tokio::sync::{Notify, broadcast};
@@ -22,6 +24,8 @@ use crate::protocol::Frame;
 pub struct Delivery {
     pub frame: Frame,
     pub target: Option<Uuid>,
+    /// When it was handed to local delivery, for the publish→socket latency.
+    pub published: Instant,
 }
 
 /// A live client as the registry sees it. The socket task reads `mask` before writing each
@@ -35,17 +39,70 @@ pub struct ClientState {
     /// concurrent unsubscribes see each other's result.
     pub(crate) order: Mutex<Vec<ChannelId>>,
     pub(crate) changed: Notify,
+    /// What the admin routes show; written by the socket task, read by the routes.
+    pub activity: Activity,
+}
+
+/// A socket's life as an administrator sees it. Times are milliseconds since 1970, 0 = never.
+#[derive(Debug)]
+pub struct Activity {
+    pub ip: IpAddr,
+    pub connected_at: SystemTime,
+    pub last_received_ms: AtomicU64,
+    pub last_ping_ms: AtomicU64,
+    pub last_pong_ms: AtomicU64,
+    /// Frames waiting in the socket's outbox at its last wake-up.
+    pub queue_depth: AtomicUsize,
+    /// Set by an administrator's disconnect; the socket closes with 4001.
+    pub disconnect: AtomicBool,
+}
+
+impl Activity {
+    fn new(ip: IpAddr) -> Self {
+        Self {
+            ip,
+            connected_at: SystemTime::now(),
+            last_received_ms: AtomicU64::new(0),
+            last_ping_ms: AtomicU64::new(0),
+            last_pong_ms: AtomicU64::new(0),
+            queue_depth: AtomicUsize::new(0),
+            disconnect: AtomicBool::new(false),
+        }
+    }
+
+    /// For the admin routes: one relaxed store per wake-up, on this socket's own state.
+    pub fn note_queue_depth(&self, depth: usize) {
+        self.queue_depth.store(depth, Ordering::Relaxed);
+    }
+
+    /// Records now in `at`.
+    pub fn stamp(at: &AtomicU64) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        at.store(now, Ordering::Relaxed);
+    }
 }
 
 impl ClientState {
-    pub fn new(id: Uuid, owner: Owner, subscriptions: Vec<ChannelId>) -> Self {
+    pub fn new(id: Uuid, owner: Owner, ip: IpAddr, subscriptions: Vec<ChannelId>) -> Self {
         Self {
             id,
             owner,
             mask: AtomicU64::new(ChannelMask::of(&subscriptions).0),
             order: Mutex::new(subscriptions),
             changed: Notify::new(),
+            activity: Activity::new(ip),
         }
+    }
+
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    /// Whether an administrator asked this socket to close.
+    pub fn is_disconnected(&self) -> bool {
+        self.activity.disconnect.load(Ordering::Acquire)
     }
 
     pub fn mask(&self) -> ChannelMask {
@@ -97,7 +154,11 @@ impl Fanout {
             }
         }
         let sent = self.senders[channel.index()]
-            .send(Delivery { frame, target })
+            .send(Delivery {
+                frame,
+                target,
+                published: Instant::now(),
+            })
             .unwrap_or(0);
         if target.is_some() { sent.min(1) } else { sent }
     }

@@ -7,9 +7,11 @@ use std::collections::BTreeSet;
 /// Claims a credential may carry.
 pub const READ_ONLY: &str = "READ_ONLY";
 pub const EVENTS_PUBLISH: &str = "EVENTS_PUBLISH";
+/// The admin routes: list and disconnect clients, per-channel stats.
+pub const EVENTS_ADMIN: &str = "EVENTS_ADMIN";
 /// The role that holds every claim.
 pub const SUPER_USER: &str = "SUPER_USER";
-pub const KNOWN_CLAIMS: [&str; 2] = [READ_ONLY, EVENTS_PUBLISH];
+pub const KNOWN_CLAIMS: [&str; 3] = [READ_ONLY, EVENTS_PUBLISH, EVENTS_ADMIN];
 
 /// How the caller proved who they are. Part of the identity, so a JWT `sub` can never pose as
 /// an API key's owner of the same name.

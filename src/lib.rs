@@ -41,6 +41,7 @@ pub mod fanout;
 pub mod hub;
 pub mod identity;
 pub mod lingering_tcp;
+pub mod metrics;
 pub mod protocol;
 pub mod publisher;
 pub mod refusal_body;

@@ -21,6 +21,7 @@ mod outbox;
 mod rate;
 
 use std::future::poll_fn;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,7 +37,9 @@ use self::rate::TokenBucket;
 use crate::admission::Ticket;
 use crate::channels::ChannelId;
 use crate::config::Settings;
+use crate::fanout::Activity;
 use crate::hub::{Client, Feed, Recovery};
+use crate::metrics::Metrics;
 use crate::protocol::{self, Frame};
 
 /// How long the hub waits for a peer to answer its close frame, and then for it to end TCP.
@@ -53,10 +56,12 @@ pub struct SessionSettings {
     pub send_queue: usize,
     pub messages_per_sec: f64,
     pub message_burst: f64,
+    /// Counted into when metrics are on.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl SessionSettings {
-    pub fn from_settings(s: &Settings) -> Self {
+    pub fn from_settings(s: &Settings, metrics: Option<Arc<Metrics>>) -> Self {
         Self {
             ping_interval: Duration::from_secs(s.heartbeat.ping_interval_secs.get()),
             idle_timeout: Duration::from_secs(s.heartbeat.idle_timeout_secs.get()),
@@ -64,6 +69,7 @@ impl SessionSettings {
             send_queue: s.hub.send_queue.get(),
             messages_per_sec: f64::from(s.limits.client_messages_per_sec.get()),
             message_burst: f64::from(s.limits.client_message_burst.get()),
+            metrics,
         }
     }
 }
@@ -103,6 +109,10 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
     if session.recovery.recovered == Some(false) {
         tracing::info!(%client_id, reason = %session.recovery.reasons.join("; "), "resume incomplete");
     }
+    let metrics = session.settings.metrics.clone();
+    if let Some(metrics) = &metrics {
+        metrics.socket_opened();
+    }
     let feeds = session.client.take_feeds();
     let mut outbox = Outbox::new(session.settings.send_queue);
     // Written once, not kept for the socket's life.
@@ -119,6 +129,12 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
         ..
     } = session;
     drop((client, ticket));
+    if let Some(metrics) = &metrics {
+        metrics.socket_closed(match exit {
+            Exit::Gone => None,
+            Exit::Close(code, _) => Some(code),
+        });
+    }
     match exit {
         Exit::Gone => tracing::info!(%client_id, %ip, "subscriber disconnected"),
         Exit::Close(code, reason) => {
@@ -177,8 +193,12 @@ pub async fn echo(mut socket: WebSocket) {
 }
 
 const SLOW: Exit = Exit::Close(close::SLOW_CONSUMER, "slow consumer");
+const ADMIN_DISCONNECT: Exit =
+    Exit::Close(close::ADMIN_DISCONNECT, "disconnected by an administrator");
 const FLOOD: Exit = Exit::Close(close::POLICY, "message rate limit exceeded");
 
+/// The socket's one loop. Its length is the `select!`: each branch hands its work to a function
+/// of its own, and the branches read best side by side.
 async fn serve(
     socket: &mut WebSocket,
     session: &Session,
@@ -205,10 +225,14 @@ async fn serve(
     tokio::pin!(changed);
 
     loop {
+        client.state().activity.note_queue_depth(outbox.queue.len());
         tokio::select! {
             biased;
             _ = &mut shutdown => return shutdown_tail(&mut streams, client, outbox, settings),
             _ = &mut changed => {
+                if client.state().is_disconnected() {
+                    return ADMIN_DISCONNECT;
+                }
                 changed.set(client.state().changed());
                 drop_unsubscribed(&mut streams, client);
             }
@@ -222,12 +246,9 @@ async fn serve(
                     SocketEvent::Incoming(Some(Ok(message))) => message,
                 };
                 idle.as_mut().reset(Instant::now() + settings.idle_timeout);
-                let reply = match answer(incoming, client, &mut streams, &mut bucket) {
-                    Ok(Some(reply)) => reply,
-                    Ok(None) => continue,
-                    Err(exit) => return exit,
-                };
-                if let Err(exit) = outbox.push(Message::Text(reply), settings) {
+                let answered = answer(incoming, client, &mut streams, &mut bucket)
+                    .and_then(|reply| reply.map_or(Ok(()), |r| outbox.push(Message::Text(r), settings)));
+                if let Err(exit) = answered {
                     return exit;
                 }
             }
@@ -240,6 +261,7 @@ async fn serve(
             }
             first = streams.live.next(), if !streams.live.is_empty() => {
                 let Some((channel, first)) = first else { continue };
+                observe_latency(&first, settings);
                 let taken = take(channel, first, client, outbox, settings)
                     .and_then(|()| take_ready(&mut streams.live, client, outbox, WRITE_BATCH, settings));
                 if let Err(exit) = taken {
@@ -247,12 +269,37 @@ async fn serve(
                 }
             }
             _ = ping.tick() => {
-                if let Err(exit) = outbox.push(Message::Ping(bytes::Bytes::new()), settings) {
+                if let Err(exit) = send_ping(client, outbox, settings) {
                     return exit;
                 }
             }
             _ = &mut idle => return Exit::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout"),
         }
+    }
+}
+
+/// The publish→socket latency of the first event of a wake-up: once per batch, not per frame,
+/// so counting stays off the per-delivery cost.
+fn observe_latency(
+    first: &Result<crate::fanout::Delivery, impl Sized>,
+    settings: &SessionSettings,
+) {
+    if let (Some(metrics), Ok(delivery)) = (&settings.metrics, first) {
+        metrics.delivery_latency(delivery.published.elapsed());
+    }
+}
+
+fn send_ping(client: &Client, outbox: &mut Outbox, settings: &SessionSettings) -> Result<(), Exit> {
+    Activity::stamp(&client.state().activity.last_ping_ms);
+    outbox.push(Message::Ping(bytes::Bytes::new()), settings)
+}
+
+/// When the client last sent a frame, and a pong.
+fn note_received(client: &Client, incoming: &Message) {
+    let activity = &client.state().activity;
+    Activity::stamp(&activity.last_received_ms);
+    if matches!(incoming, Message::Pong(_)) {
+        Activity::stamp(&activity.last_pong_ms);
     }
 }
 
@@ -289,6 +336,7 @@ fn answer(
     streams: &mut Streams,
     bucket: &mut TokenBucket,
 ) -> Result<Option<Frame>, Exit> {
+    note_received(client, &incoming);
     let counted = matches!(incoming, Message::Text(_) | Message::Binary(_));
     if counted && !bucket.take() {
         return Err(FLOOD);

@@ -14,6 +14,7 @@ use crate::channels::Channels;
 use crate::config::{ConfigError, Settings};
 use crate::fanout::Fanout;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::sources::Sources;
 use crate::ws::SessionSettings;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Event sources the hub subscribes to itself (`[sources]`); started by `server::run_with`.
     pub sources: Sources,
+    /// `None` when `[metrics] enabled = false`.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Authenticator> {
@@ -51,11 +54,16 @@ impl AppState {
         let client_ips = ClientIpResolver::new(settings.admission.trusted_proxies.clone());
         let channels = Arc::new(Channels::new(&settings.hub.channels));
         let fanout = Fanout::new(&channels, settings.hub.send_queue.get());
+        let metrics = settings
+            .metrics
+            .enabled
+            .then(|| Arc::new(Metrics::new(&channels)));
         // The one place that chooses the broker.
         let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(
             Arc::clone(&channels),
             Arc::clone(&fanout),
             &settings.history,
+            metrics.clone(),
         ));
         let hub = Hub::new(Arc::clone(&channels), fanout, Arc::clone(&broker));
         Ok(Self {
@@ -64,7 +72,8 @@ impl AppState {
             auth: Arc::new(auth),
             client_ips: Arc::new(client_ips),
             admission: Admission::new(&settings.admission),
-            session_settings: SessionSettings::from_settings(&settings),
+            session_settings: SessionSettings::from_settings(&settings, metrics.clone()),
+            metrics,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             ready: Arc::new(AtomicBool::new(false)),

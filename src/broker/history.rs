@@ -73,6 +73,11 @@ impl Log {
         self.last_seq
     }
 
+    /// How many events are kept, and their bytes (expired ones count until a read drops them).
+    pub fn size(&self) -> (usize, usize) {
+        (self.entries.len(), self.bytes)
+    }
+
     /// The seq of the oldest event still kept.
     pub fn oldest_seq(&self) -> Option<u64> {
         (!self.entries.is_empty()).then(|| self.last_seq + 1 - self.entries.len() as u64)

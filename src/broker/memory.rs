@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::history::Log;
-use super::{Attached, Broker, Event, HistoryPage, PublishError, Receipt};
+use super::{Attached, Broker, Event, HistoryPage, Kept, PublishError, Receipt};
 use crate::channels::{ChannelId, Channels};
 use crate::config::HistorySettings;
 use crate::fanout::Fanout;
+use crate::metrics::Metrics;
 use crate::protocol::{self, Envelope, Frame};
 
 pub struct MemoryBroker {
@@ -22,10 +23,16 @@ pub struct MemoryBroker {
     /// Set once publishing is closed. Publishers hold the read side while they deliver, so
     /// closing waits for them and nothing is published after it.
     closed: RwLock<bool>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl MemoryBroker {
-    pub fn new(channels: Arc<Channels>, fanout: Arc<Fanout>, history: &HistorySettings) -> Self {
+    pub fn new(
+        channels: Arc<Channels>,
+        fanout: Arc<Fanout>,
+        history: &HistorySettings,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
         let logs = channels
             .names()
             .iter()
@@ -42,6 +49,7 @@ impl MemoryBroker {
             logs,
             epoch,
             closed: RwLock::new(false),
+            metrics,
         }
     }
 
@@ -66,6 +74,7 @@ impl MemoryBroker {
             seq: None,
             epoch: Some(self.epoch),
         };
+        let channel = event.channel;
         let sent = match event.target {
             // Private to one connection: neither numbered nor kept.
             Some(target) => self
@@ -83,6 +92,9 @@ impl MemoryBroker {
                 sent
             }
         };
+        if let Some(metrics) = &self.metrics {
+            metrics.published(channel, sent);
+        }
         (id, sent)
     }
 }
@@ -149,6 +161,17 @@ impl Broker for MemoryBroker {
         }
     }
 
+    fn kept(&self, channel: ChannelId) -> Kept {
+        let log = self.log(channel);
+        let (events, bytes) = log.size();
+        Kept {
+            events,
+            bytes,
+            oldest_seq: log.oldest_seq(),
+            last_seq: log.last_seq(),
+        }
+    }
+
     fn locate(&self, id: &str) -> Option<(ChannelId, u64)> {
         self.channels
             .ids()
@@ -170,7 +193,7 @@ mod tests {
         let channels = Arc::new(Channels::new(&settings.hub.channels));
         let fanout = Fanout::new(&channels, 64);
         let pdfm = channels.id("pdfm").expect("pdfm is a default channel");
-        let broker = MemoryBroker::new(channels, fanout, &settings.history);
+        let broker = MemoryBroker::new(channels, fanout, &settings.history, None);
         (broker, pdfm)
     }
 

@@ -73,6 +73,15 @@ pub struct HistoryPage {
     pub gap: Option<Gap>,
 }
 
+/// What a channel's history holds now.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Kept {
+    pub events: usize,
+    pub bytes: usize,
+    pub oldest_seq: Option<u64>,
+    pub last_seq: u64,
+}
+
 /// Numbers, keeps and delivers events. Every method is cheap and never blocks on I/O for
 /// long: the socket tasks and the routes call them directly.
 pub trait Broker: Send + Sync + 'static {
@@ -97,6 +106,9 @@ pub trait Broker: Send + Sync + 'static {
     /// Up to `limit` kept events of `channel` after seq `after`, oldest first; from the oldest
     /// kept one when the history no longer reaches back to `after` (then `gap` says so).
     fn history(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryPage;
+
+    /// What `channel`'s history holds now, for metrics and the admin routes.
+    fn kept(&self, channel: ChannelId) -> Kept;
 
     /// The channel and seq of a kept event, by its id.
     fn locate(&self, id: &str) -> Option<(ChannelId, u64)>;

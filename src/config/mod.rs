@@ -12,6 +12,7 @@ mod history;
 mod hub;
 mod limits;
 mod log;
+mod metrics;
 mod server;
 
 use std::path::Path;
@@ -29,8 +30,9 @@ pub use self::history::{ChannelHistorySettings, HistoryLimits, HistorySettings};
 pub use self::hub::{HubSettings, MAX_CHANNELS, REQUIRED_CHANNELS};
 pub use self::limits::LimitSettings;
 pub use self::log::LogSettings;
+pub use self::metrics::MetricsSettings;
 pub use self::server::ServerSettings;
-pub use crate::identity::{EVENTS_PUBLISH, KNOWN_CLAIMS, READ_ONLY, SUPER_USER};
+pub use crate::identity::{EVENTS_ADMIN, EVENTS_PUBLISH, KNOWN_CLAIMS, READ_ONLY, SUPER_USER};
 pub use crate::sources::config::SourceSettings;
 pub use crate::sources::opennebula::config::{OPENNEBULA_KINDS, OpenNebulaSettings};
 
@@ -48,6 +50,7 @@ pub struct Settings {
     pub heartbeat: HeartbeatSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    pub metrics: MetricsSettings,
     pub sources: SourceSettings,
 }
 

@@ -12,6 +12,7 @@
 
 mod feed;
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
@@ -20,7 +21,7 @@ use uuid::Uuid;
 
 pub use feed::Feed;
 
-use crate::broker::{Broker, Gap, HistoryPage};
+use crate::broker::{Broker, Gap, HistoryPage, Kept};
 use crate::channels::{ChannelId, ChannelMask, Channels};
 use crate::fanout::{ClientState, Delivery, Fanout};
 use crate::identity::Identity;
@@ -179,6 +180,7 @@ impl Hub {
     pub fn register(
         self: &Arc<Self>,
         owner: &Identity,
+        ip: IpAddr,
         subscriptions: Vec<ChannelId>,
         resume: &Resume,
     ) -> (Client, Recovery) {
@@ -215,6 +217,7 @@ impl Hub {
         let state = Arc::new(ClientState::new(
             Uuid::new_v4(),
             owner.owner(),
+            ip,
             subscriptions,
         ));
         self.fanout.clients.insert(state.id, Arc::clone(&state));
@@ -280,6 +283,11 @@ impl Hub {
         self.broker.history(channel, after, limit)
     }
 
+    /// What `channel`'s history holds now.
+    pub fn kept(&self, channel: ChannelId) -> Kept {
+        self.broker.kept(channel)
+    }
+
     /// Stops publishing (later publishes get `ShuttingDown`) and returns the `SERVER_SHUTDOWN`
     /// notice. Returns once every publish in progress has finished, so each socket can drain
     /// what is queued and then send the notice as its last frame.
@@ -304,6 +312,43 @@ impl Hub {
     /// The shutdown notice, once shutdown has begun.
     pub fn shutdown_notice(&self) -> Option<Frame> {
         self.shutdown_notice.get().cloned()
+    }
+
+    /// Every live client of this node, for the admin routes.
+    pub fn clients(&self) -> Vec<Arc<ClientState>> {
+        self.fanout
+            .clients
+            .iter()
+            .map(|c| Arc::clone(c.value()))
+            .collect()
+    }
+
+    /// Live sockets subscribed to each channel, in channel order.
+    pub fn subscribers(&self) -> Vec<u64> {
+        let mut counts = vec![0u64; self.channels.names().len()];
+        for client in self.fanout.clients.iter() {
+            let mask = client.mask();
+            for channel in self.channels.ids().filter(|&c| mask.contains(c)) {
+                counts[channel.index()] += 1;
+            }
+        }
+        counts
+    }
+
+    /// Asks a live client's socket to close with 4001 (an administrator's disconnect). When
+    /// this returns `Ok`, the socket sends no event it had not already taken.
+    pub fn disconnect(&self, client_id: Uuid) -> Result<(), HubError> {
+        let client = self
+            .fanout
+            .clients
+            .get(&client_id)
+            .map(|c| Arc::clone(c.value()))
+            .ok_or(HubError::UnknownClient(client_id))?;
+        client.activity.disconnect.store(true, Ordering::Release);
+        // Clearing the mask stops delivery at once, as an unsubscribe does.
+        client.mask.store(0, Ordering::Release);
+        client.changed.notify_one();
+        Ok(())
     }
 
     /// Removes channels from a live client owned by `caller`. When this returns `Ok`, no later

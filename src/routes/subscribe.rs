@@ -15,6 +15,7 @@ use crate::auth;
 use crate::channels::ChannelId;
 use crate::error::ApiError;
 use crate::hub::Resume;
+use crate::metrics::{Metrics, ResumeOutcome};
 use crate::protocol;
 use crate::ws::{self, Session};
 
@@ -61,6 +62,7 @@ pub(crate) async fn subscribe(
     let ticket = app.admission.admit(ip, &identity)?;
 
     let hub = app.hub.clone();
+    let metrics = app.metrics.clone();
     let settings = app.session_settings.clone();
     let shutdown = app.shutdown.clone();
     let tracker = app.sessions.token();
@@ -68,7 +70,8 @@ pub(crate) async fn subscribe(
         socket_config(upgrade, app.settings.limits.max_message_bytes)
             .on_failed_upgrade(|error| tracing::debug!(%error, "upgrade failed"))
             .on_upgrade(move |socket| {
-                let (client, recovery) = hub.register(&identity, subscriptions, &resume);
+                let (client, recovery) = hub.register(&identity, ip, subscriptions, &resume);
+                count_resume(metrics.as_deref(), recovery.recovered);
                 ws::run(
                     socket,
                     Session {
@@ -83,6 +86,17 @@ pub(crate) async fn subscribe(
                 )
             }),
     )
+}
+
+fn count_resume(metrics: Option<&Metrics>, recovered: Option<bool>) {
+    let outcome = match recovered {
+        Some(true) => ResumeOutcome::Recovered,
+        Some(false) => ResumeOutcome::Incomplete,
+        None => return,
+    };
+    if let Some(metrics) = metrics {
+        metrics.resumed(outcome);
+    }
 }
 
 /// Reads `since`, `last_event_id` and `epoch` from a subscribe query. A cursor must name a

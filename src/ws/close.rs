@@ -9,6 +9,9 @@ pub const POLICY: u16 = close_code::POLICY;
 pub const TOO_BIG: u16 = close_code::SIZE;
 /// No frame from the client within `idle_timeout_secs`.
 pub const HEARTBEAT_TIMEOUT: u16 = 4000;
+/// An administrator disconnected the socket (`DELETE /v1/admin/clients/{id}`); a client may
+/// reconnect and resume.
+pub const ADMIN_DISCONNECT: u16 = 4001;
 /// The client fell `send_queue` frames behind, or its socket took nothing for
 /// `write_timeout_secs`.
 pub const SLOW_CONSUMER: u16 = 4008;

@@ -96,6 +96,7 @@ mod tests {
 
     fn settings(send_queue: usize) -> SessionSettings {
         SessionSettings {
+            metrics: None,
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
             write_timeout: Duration::from_secs(10),
