@@ -8,6 +8,7 @@
 //! | [`identity`] | who is calling: `Identity`, `Method`, `Owner`, claim names |
 //! | [`protocol`] | the wire format: event envelope, client messages, error frames |
 //! | [`config`] | settings: defaults, file, environment, validation |
+//! | [`tls`] | native TLS: the rustls configuration, its reload, the bounded handshake |
 //! | [`hub`] | channels, per-channel sequence and history, broadcast to sockets |
 //! | [`admission`] | who may open a socket now: per-IP, per-identity and total limits |
 //! | [`error`] | every refusal as the SPEC's error body, mapped in one place |
@@ -23,7 +24,7 @@
 //!
 //! The path of an event: `routes::publish` → `publisher` → `hub` (stamp, serialise once, per-channel
 //! broadcast) → `ws` (one task per socket) → the subscriber. The path of a subscriber:
-//! `server` → `app` → `routes::subscribe` → `auth` → `admission` → upgrade → `ws`.
+//! `server` (→ `tls`) → `app` → `routes::subscribe` → `auth` → `admission` → upgrade → `ws`.
 
 pub mod admission;
 pub mod app;
@@ -41,4 +42,5 @@ pub mod routes;
 pub mod server;
 pub mod sources;
 pub mod telemetry;
+pub mod tls;
 pub mod ws;

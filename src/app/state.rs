@@ -13,6 +13,7 @@ use crate::config::{ConfigError, Settings};
 use crate::hub::Hub;
 use crate::publisher::Publisher;
 use crate::sources::Sources;
+use crate::tls::Tls;
 use crate::ws::SessionSettings;
 
 /// Everything the routes share.
@@ -33,6 +34,9 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Event sources the hub subscribes to itself (`[sources]`); started by `server::run_with`.
     pub sources: Sources,
+    /// Native TLS (`[server.tls]`), read by the accept loop per connection; `None` for plain
+    /// HTTP. `reload()` is what SIGHUP calls.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Authenticator> {
@@ -46,6 +50,8 @@ impl AppState {
     pub fn build(settings: Settings, jwt_secret: &str) -> Result<Self, ConfigError> {
         let auth = Authenticator::from_settings(&settings, jwt_secret)?;
         let client_ips = ClientIpResolver::new(settings.admission.trusted_proxies.clone());
+        let tls = Tls::load(&settings.server.tls)
+            .map_err(|error| ConfigError::new(error.setting(), error.to_string()))?;
         let hub = Hub::new(
             &settings.hub.channels,
             settings.hub.send_queue.get(),
@@ -62,6 +68,7 @@ impl AppState {
             sessions: TaskTracker::new(),
             ready: Arc::new(AtomicBool::new(false)),
             sources: Sources::new(&settings.sources)?,
+            tls: tls.map(Arc::new),
             settings: Arc::new(settings),
         })
     }

@@ -28,8 +28,8 @@ pub use self::heartbeat::HeartbeatSettings;
 pub use self::history::{ChannelHistorySettings, HistoryLimits, HistorySettings};
 pub use self::hub::{HubSettings, MAX_CHANNELS, REQUIRED_CHANNELS};
 pub use self::limits::LimitSettings;
-pub use self::log::LogSettings;
-pub use self::server::ServerSettings;
+pub use self::log::{LogFormat, LogSettings};
+pub use self::server::{ServerSettings, TlsSettings};
 pub use crate::identity::{EVENTS_PUBLISH, KNOWN_CLAIMS, READ_ONLY, SUPER_USER};
 pub use crate::sources::config::SourceSettings;
 pub use crate::sources::opennebula::config::{OPENNEBULA_KINDS, OpenNebulaSettings};
@@ -92,6 +92,7 @@ impl Settings {
     /// Every rule a value must satisfy, named by its key: each section checks its own; the
     /// hub's channels are passed to the sections that refer to them.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
         self.auth.validate()?;
         self.admission.validate()?;
         self.hub.validate()?;
