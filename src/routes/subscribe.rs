@@ -9,6 +9,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
+use tracing::Instrument;
 
 use crate::app::state::AppState;
 use crate::auth::{self, Identity};
@@ -68,19 +69,34 @@ pub(crate) async fn subscribe(
             .on_failed_upgrade(|error| tracing::debug!(%error, "upgrade failed"))
             .on_upgrade(move |socket| {
                 let (client, recovery) = hub.register(&identity, subscriptions, &resume);
-                ws::run(
-                    socket,
-                    Session {
-                        client,
-                        ticket,
-                        ignored: resolved.unknown,
-                        recovery,
-                        settings,
-                        shutdown,
-                        tracker,
-                    },
-                )
+                let span = session_span(&client.id(), &identity, ticket.ip());
+                let session = Session {
+                    client,
+                    ticket,
+                    ignored: resolved.unknown,
+                    recovery,
+                    settings,
+                    shutdown,
+                    tracker,
+                };
+                ws::run(socket, session).instrument(span)
             }),
+    )
+}
+
+/// The span every log line of a socket is written in: which client, whose, from where (the
+/// admitted client IP, not a proxy's). Never a credential.
+fn session_span(
+    client_id: &uuid::Uuid,
+    identity: &Identity,
+    ip: std::net::IpAddr,
+) -> tracing::Span {
+    tracing::info_span!(
+        "session",
+        %client_id,
+        owner = %identity.subject,
+        method = ?identity.method,
+        %ip
     )
 }
 
