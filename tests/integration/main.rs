@@ -15,4 +15,5 @@ mod resume;
 #[cfg(feature = "opennebula")]
 mod sources;
 mod subscribe;
+mod tls;
 mod unsubscribe;
