@@ -4,6 +4,7 @@ mod common;
 
 mod admission;
 mod binary;
+mod binary_ops;
 mod delivery;
 mod edges;
 mod hardening;
