@@ -293,6 +293,27 @@ mod tests {
     }
 
     #[test]
+    fn log_format_and_tls_settings_load_and_are_checked() {
+        let s = Settings::defaults();
+        assert_eq!(s.log.format, LogFormat::Auto);
+        assert_eq!(LogFormat::Auto.resolve(true), LogFormat::Text);
+        assert_eq!(LogFormat::Auto.resolve(false), LogFormat::Json);
+        assert_eq!(LogFormat::Text.resolve(false), LogFormat::Text);
+        assert!(!s.server.tls.is_enabled());
+        let json = Settings::load(None, false, &[("log.format", "json".into())]);
+        assert_eq!(json.map(|s| s.log.format).ok(), Some(LogFormat::Json));
+        assert_eq!(
+            refused_key("log.format", "yaml").as_deref(),
+            Some("log.format")
+        );
+        assert_eq!(
+            refused_key("server.tls.cert", "/etc/cert.pem").as_deref(),
+            Some("server.tls.key"),
+            "both or neither"
+        );
+    }
+
+    #[test]
     fn no_source_is_configured_by_default() {
         assert!(Settings::defaults().sources.opennebula.is_empty());
     }
