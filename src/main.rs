@@ -54,8 +54,9 @@ fn conformance_echo(global: &GlobalArgs) -> ExitCode {
         Err(error) => return config_failure(&error),
     };
     let router = events_hub::routes::conformance_router(state.clone());
+    let scheme = if state.tls.is_some() { "https" } else { "http" };
     serve_until_signal(listen, state, router, |local| {
-        println!("events-hub conformance echo (test only) listening on http://{local}");
+        println!("events-hub conformance echo (test only) listening on {scheme}://{local}");
     })
 }
 

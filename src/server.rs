@@ -150,7 +150,7 @@ async fn serve_accepted(tcp: LingeringTcp, acceptor: Option<TlsAcceptor>, connec
         result = handshake => match result {
             Ok(stream) => stream,
             Err(error) => {
-                tracing::debug!(peer = %connection.peer, %error, "connection refused before HTTP");
+                tracing::debug!(peer = %connection.peer, %error, "connection closed before HTTP");
                 return;
             }
         },
