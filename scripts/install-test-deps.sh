@@ -43,6 +43,14 @@ else
     apt_install curl ca-certificates
 fi
 
+# --- openssl (tests/e2e/test_tls.py makes a self-signed certificate with it) ---
+if command -v openssl >/dev/null 2>&1; then
+    say "openssl: present ($(command -v openssl))"
+else
+    say "openssl: missing, installing"
+    apt_install openssl
+fi
+
 # --- C++ compiler (libzmq is built from source by the zmq crate) ---------------
 if command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1; then
     say "c++: present ($(command -v c++ || command -v g++))"

@@ -1,5 +1,6 @@
-//! Who is calling: a Bearer JWT, an `X-Api-Key`, or (for browsers) an `access_token` query
-//! parameter, turned into an [`Identity`]. Credentials are never logged.
+//! Who is calling: a Bearer JWT, an `X-Api-Key`, or (for browsers) an `access_token=<jwt>` or
+//! `authorization=Bearer%20<jwt>` query parameter, turned into an [`Identity`]. Credentials
+//! are never logged.
 
 use std::collections::BTreeSet;
 
@@ -131,37 +132,50 @@ impl Authenticator {
         })
     }
 
-    /// Authorization header first, then `X-Api-Key`, then the query token. A credential that is
-    /// present but wrong is an error; the hub never falls through to a weaker one.
+    /// Authorization header first, then `X-Api-Key`, then the query credential. A credential
+    /// that is present but wrong is an error; the hub never falls through to a weaker one.
     pub fn authenticate(
         &self,
         headers: &HeaderMap,
-        query_token: Option<&str>,
+        query: Option<&QueryCredential>,
     ) -> Result<Identity, ApiError> {
         if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
             let value = value
                 .to_str()
                 .map_err(|_| unauthorized("the Authorization header is not valid text"))?;
-            let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
+            let token = bearer(value)
                 .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
             return self.verify_token(token.trim());
         }
         if let Some(value) = headers.get("x-api-key") {
             return self.verify_api_key(value.as_bytes());
         }
-        if let Some(token) = query_token {
-            if !self.allow_query_token {
-                return Err(unauthorized(
-                    "access_token in the URL is disabled on this hub; send an Authorization header",
-                ));
-            }
-            return self.verify_token(token);
+        if let Some(credential) = query {
+            return self.verify_query_credential(credential);
         }
         Err(unauthorized(
             "missing credentials: send `Authorization: Bearer <token>` or `X-Api-Key: <key>`",
         ))
+    }
+
+    /// `access_token=<jwt>` is the token itself; `authorization=` holds what the header would,
+    /// `Bearer <jwt>`. Both obey `auth.allow_query_token`.
+    fn verify_query_credential(&self, credential: &QueryCredential) -> Result<Identity, ApiError> {
+        if !self.allow_query_token {
+            return Err(unauthorized(format!(
+                "{} in the URL is disabled on this hub; send an Authorization header",
+                credential.name()
+            )));
+        }
+        match credential {
+            QueryCredential::AccessToken(token) => self.verify_token(token),
+            QueryCredential::Authorization(value) => {
+                let token = bearer(value).ok_or_else(|| {
+                    unauthorized("the authorization query parameter must be `Bearer <token>`")
+                })?;
+                self.verify_token(token.trim())
+            }
+        }
     }
 
     fn verify_token(&self, token: &str) -> Result<Identity, ApiError> {
@@ -235,12 +249,40 @@ fn is_websocket_handshake(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// The `access_token` query parameter, if any, from a raw query string.
-pub fn query_token(query: Option<&str>) -> Option<String> {
-    let query = query?;
-    form_pairs(query)
-        .find(|(k, _)| k == "access_token")
-        .map(|(_, v)| v)
+/// `Bearer <token>` (the scheme may be written `bearer`) → `<token>`.
+fn bearer(value: &str) -> Option<&str> {
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+}
+
+/// A credential carried in the URL, for browsers (which cannot set headers on a WebSocket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryCredential {
+    /// `access_token=<jwt>`.
+    AccessToken(String),
+    /// `authorization=Bearer%20<jwt>`, as the public web console sends it.
+    Authorization(String),
+}
+
+impl QueryCredential {
+    /// The parameter's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            QueryCredential::AccessToken(_) => "access_token",
+            QueryCredential::Authorization(_) => "authorization",
+        }
+    }
+}
+
+/// The first `access_token` or `authorization` parameter of a raw query string, decoded. Like a
+/// repeated `access_token`, a second credential parameter (of either name) is ignored.
+pub fn query_credential(query: Option<&str>) -> Option<QueryCredential> {
+    form_pairs(query?).find_map(|(key, value)| match key.as_str() {
+        "access_token" => Some(QueryCredential::AccessToken(value)),
+        "authorization" => Some(QueryCredential::Authorization(value)),
+        _ => None,
+    })
 }
 
 /// Decoded `key=value` pairs of a query string.
@@ -260,10 +302,10 @@ where
         let auth = std::sync::Arc::<Authenticator>::from_ref(state);
         // The query token exists for browsers, which cannot set headers on a WebSocket; every
         // other request can send a header, and URLs end up in too many logs.
-        let token = is_websocket_handshake(&parts.headers)
-            .then(|| query_token(parts.uri.query()))
+        let query = is_websocket_handshake(&parts.headers)
+            .then(|| query_credential(parts.uri.query()))
             .flatten();
-        auth.authenticate(&parts.headers, token.as_deref())
+        auth.authenticate(&parts.headers, query.as_ref())
     }
 }
 
@@ -311,12 +353,32 @@ mod tests {
 
     #[test]
     fn query_parsing_decodes_and_finds_the_token() {
+        use QueryCredential::{AccessToken, Authorization};
+        let found = |query| query_credential(Some(query));
         assert_eq!(
-            query_token(Some("event_types=pdfm&access_token=a%2Eb.c")).as_deref(),
-            Some("a.b.c")
+            found("event_types=pdfm&access_token=a%2Eb.c"),
+            Some(AccessToken("a.b.c".into()))
         );
-        assert_eq!(query_token(Some("event_types=pdfm")), None);
-        assert_eq!(query_token(None), None);
+        assert_eq!(
+            found("event_types=pdfm&authorization=Bearer%20a.b.c"),
+            Some(Authorization("Bearer a.b.c".into()))
+        );
+        assert_eq!(
+            found("authorization=Bearer+a.b.c"),
+            Some(Authorization("Bearer a.b.c".into())),
+            "form encoding: + is a space"
+        );
+        // The first credential parameter wins, whichever its name, as with two access_tokens.
+        assert_eq!(
+            found("access_token=x&access_token=y"),
+            Some(AccessToken("x".into()))
+        );
+        assert_eq!(
+            found("authorization=Bearer%20x&access_token=y"),
+            Some(Authorization("Bearer x".into()))
+        );
+        assert_eq!(found("event_types=pdfm"), None);
+        assert_eq!(query_credential(None), None);
     }
 
     #[test]

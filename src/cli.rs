@@ -28,6 +28,10 @@ pub struct GlobalArgs {
     /// Log filter, overriding `log.level` (e.g. debug, info, events_hub=debug).
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Log line format, overriding `log.format`: `json`, `text`, or `auto` (text when stderr is
+    /// a terminal, json otherwise).
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["auto", "json", "text"])]
+    pub log_format: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@
 //! | [`fanout`] | local delivery: a broadcast sender per channel, the live clients of this node |
 //! | [`broker`] | the `Broker` seam: `seq`, history, delivery into `fanout` (`MemoryBroker` today) |
 //! | [`hub`] | the registry: clients, subscriptions, where each stream starts (resume) |
+//! | [`tls`] | native TLS: the rustls configuration, its reload, the bounded handshake |
 //! | [`admission`] | who may open a socket now: per-IP, per-identity and total limits |
 //! | [`error`] | every refusal as the SPEC's error body, mapped in one place |
 //! | [`auth`] | credentials (JWT, API key, query token) → `Identity` |
@@ -27,7 +28,7 @@
 //! The path of an event: `routes::publish` → `publisher` (checks) → `broker` (stamp, number,
 //! serialise once, keep) → `fanout` (per-channel broadcast) → `ws` (one task per socket) → the
 //! subscriber. The path of a subscriber:
-//! `server` → `app` → `routes::subscribe` → `auth` → `admission` → upgrade → `ws`.
+//! `server` (→ `tls`) → `app` → `routes::subscribe` → `auth` → `admission` → upgrade → `ws`.
 
 pub mod admission;
 pub mod app;
@@ -49,4 +50,5 @@ pub mod routes;
 pub mod server;
 pub mod sources;
 pub mod telemetry;
+pub mod tls;
 pub mod ws;

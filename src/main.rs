@@ -30,6 +30,9 @@ fn load_settings(global: &GlobalArgs) -> Result<Settings, ConfigError> {
     if let Some(level) = &global.log_level {
         overrides.push(("log.level", level.clone()));
     }
+    if let Some(format) = &global.log_format {
+        overrides.push(("log.format", format.clone()));
+    }
     Settings::load(global.config.as_deref(), true, &overrides)
 }
 
@@ -44,15 +47,16 @@ fn conformance_echo(global: &GlobalArgs) -> ExitCode {
         Ok(settings) => settings,
         Err(error) => return config_failure(&error),
     };
-    events_hub::telemetry::init(&settings.log.level);
+    events_hub::telemetry::init(&settings.log.level, settings.log.format);
     let listen = settings.server.listen;
     let state = match AppState::build(settings, "conformance-echo-has-no-auth") {
         Ok(state) => state,
         Err(error) => return config_failure(&error),
     };
     let router = events_hub::routes::conformance_router(state.clone());
+    let scheme = if state.tls.is_some() { "https" } else { "http" };
     serve_until_signal(listen, state, router, |local| {
-        println!("events-hub conformance echo (test only) listening on http://{local}");
+        println!("events-hub conformance echo (test only) listening on {scheme}://{local}");
     })
 }
 
@@ -61,7 +65,7 @@ fn serve(global: &GlobalArgs) -> ExitCode {
         Ok(settings) => settings,
         Err(error) => return config_failure(&error),
     };
-    events_hub::telemetry::init(&settings.log.level);
+    events_hub::telemetry::init(&settings.log.level, settings.log.format);
     check_open_files(&settings);
     let algorithm = settings.auth.jwt_algorithm;
 
@@ -79,8 +83,9 @@ fn serve(global: &GlobalArgs) -> ExitCode {
     };
 
     let router = app::app(state.clone());
+    let tls = state.tls.is_some();
     serve_until_signal(listen, state, router, |local| {
-        print_banner(local, generated.then_some(secret.as_str()), algorithm);
+        print_banner(local, tls, generated.then_some(secret.as_str()), algorithm);
     })
 }
 
@@ -110,6 +115,10 @@ fn serve_until_signal(
                 return ExitCode::from(1);
             }
         };
+        if let Err(error) = reload_on_hangup(&state) {
+            eprintln!("events-hub: cannot install the SIGHUP handler: {error}");
+            return ExitCode::from(1);
+        }
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(listener) => listener,
             Err(error) => {
@@ -161,15 +170,46 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// SIGHUP re-reads the TLS certificate and key (`Tls::reload` logs the outcome and keeps the
+/// old ones on failure). Installed before the banner, and with TLS off too: the default action
+/// of SIGHUP would kill the hub, and a closed terminal or a `systemctl reload` must not.
+fn reload_on_hangup(state: &AppState) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup())?;
+    let tls = state.tls.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match &tls {
+                // The error is logged by `reload`; the hub carries on with the old certificate.
+                Some(tls) => {
+                    let _ = tls.reload();
+                }
+                None => tracing::info!("SIGHUP: TLS is not configured, nothing to reload"),
+            }
+        }
+    });
+    Ok(())
+}
+
 /// What a person sees on start-up (stdout; logs go to stderr).
-fn print_banner(local: std::net::SocketAddr, generated_secret: Option<&str>, algorithm: Algorithm) {
+fn print_banner(
+    local: std::net::SocketAddr,
+    tls: bool,
+    generated_secret: Option<&str>,
+    algorithm: Algorithm,
+) {
+    let (http, ws) = if tls {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     let host = if local.ip().is_unspecified() {
         std::net::SocketAddr::new([127, 0, 0, 1].into(), local.port())
     } else {
         local
     };
     println!(
-        "events-hub {} listening on http://{local}",
+        "events-hub {} listening on {http}://{local}",
         env!("CARGO_PKG_VERSION")
     );
     let Some(secret) = generated_secret else {
@@ -196,11 +236,11 @@ fn print_banner(local: std::net::SocketAddr, generated_secret: Option<&str>, alg
     println!();
     println!("Subscribe:");
     println!(
-        "  websocat \"ws://{host}/v1/ws/subscribe?event_types=pdfm,health\" -H \"Authorization: Bearer {token}\""
+        "  websocat \"{ws}://{host}/v1/ws/subscribe?event_types=pdfm,health\" -H \"Authorization: Bearer {token}\""
     );
     println!("Publish:");
     println!(
-        "  curl -X POST http://{host}/v1/events -H \"Authorization: Bearer $TOKEN\" -H \"Content-Type: application/json\" -d '{{\"event_type\":\"pdfm\",\"message\":\"VM_STATE_CHANGED\",\"body\":{{\"vm_id\":\"vm-1\",\"current_state\":\"running\"}}}}'"
+        "  curl -X POST {http}://{host}/v1/events -H \"Authorization: Bearer $TOKEN\" -H \"Content-Type: application/json\" -d '{{\"event_type\":\"pdfm\",\"message\":\"VM_STATE_CHANGED\",\"body\":{{\"vm_id\":\"vm-1\",\"current_state\":\"running\"}}}}'"
     );
     println!();
     println!(

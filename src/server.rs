@@ -3,7 +3,8 @@
 //!
 //! The accept loop is ours rather than `axum::serve` so that it can bound how long a client may
 //! take to send its request headers, say plainly when the process runs out of file
-//! descriptors, and close every connection by lingering (`lingering_tcp`).
+//! descriptors, close every connection by lingering (`lingering_tcp`), and run the TLS
+//! handshake (`tls`) under the same deadline as the request headers.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +18,9 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
@@ -25,6 +28,7 @@ use tower::Service;
 use crate::app::{self, AppState};
 use crate::lingering_tcp::LingeringTcp;
 use crate::refusal_body::RefusalBody;
+use crate::tls;
 
 /// How a run ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,7 +61,8 @@ pub async fn run_with(
     let connections = TaskTracker::new();
     let stop_http = CancellationToken::new();
     state.ready.store(true, Ordering::Release);
-    tracing::info!(%local, "listening");
+    let scheme = if state.tls.is_some() { "https" } else { "http" };
+    tracing::info!(%local, scheme, "listening");
     state.sources.start(&state.publisher, &state.shutdown);
 
     tokio::pin!(signal);
@@ -69,12 +74,17 @@ pub async fn run_with(
                 Ok((tcp, peer)) => {
                     // Events are small and latency matters more than packet count.
                     let _ = tcp.set_nodelay(true);
-                    connections.spawn(serve_connection(
+                    // Read per connection, so a reload applies from the next handshake on.
+                    let acceptor = state.tls.as_ref().map(|tls| tls.acceptor());
+                    connections.spawn(serve_accepted(
                         LingeringTcp::new(tcp),
-                        peer,
-                        router.clone(),
-                        stop_http.clone(),
-                        state.settings.header_read_timeout(),
+                        acceptor,
+                        Connection {
+                            peer,
+                            router: router.clone(),
+                            stop: stop_http.clone(),
+                            header_read_timeout: state.settings.header_read_timeout(),
+                        },
                     ));
                 }
                 Err(error) if is_fd_exhaustion(&error) => {
@@ -119,16 +129,49 @@ pub async fn run_with(
     }
 }
 
-/// One HTTP/1.1 connection: requests until it closes, or its upgrade to a WebSocket. A client
-/// that does not finish sending its headers within `header_read_timeout` is cut off, so a
-/// slow-loris holds nothing for long.
-async fn serve_connection(
-    tcp: LingeringTcp,
+/// What serving one accepted connection needs besides its stream.
+struct Connection {
     peer: SocketAddr,
     router: Router,
     stop: CancellationToken,
     header_read_timeout: Duration,
-) {
+}
+
+/// The layers of an accepted stream, bottom-up: `LingeringTcp` (a clean close), TLS when
+/// configured, then `RefusalBody` on the plaintext HTTP. The TLS handshake gets the header-read
+/// deadline, so a client that opens TCP and never sends a ClientHello is cut off like a
+/// slow-loris; shutdown abandons handshakes still in progress.
+async fn serve_accepted(tcp: LingeringTcp, acceptor: Option<TlsAcceptor>, connection: Connection) {
+    let Some(acceptor) = acceptor else {
+        return serve_connection(tcp, connection).await;
+    };
+    let handshake = tls::accept(acceptor, tcp, connection.header_read_timeout);
+    let stream = tokio::select! {
+        result = handshake => match result {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(peer = %connection.peer, %error, "connection closed before HTTP");
+                return;
+            }
+        },
+        _ = connection.stop.cancelled() => return,
+    };
+    serve_connection(stream, connection).await
+}
+
+/// One HTTP/1.1 connection: requests until it closes, or its upgrade to a WebSocket. A client
+/// that does not finish sending its headers within `header_read_timeout` is cut off, so a
+/// slow-loris holds nothing for long.
+async fn serve_connection<IO>(io: IO, connection: Connection)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Connection {
+        peer,
+        router,
+        stop,
+        header_read_timeout,
+    } = connection;
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         router.clone().call(request)
@@ -138,7 +181,7 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     let connection = builder
-        .serve_connection(TokioIo::new(RefusalBody::new(tcp)), service)
+        .serve_connection(TokioIo::new(RefusalBody::new(io)), service)
         .with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {

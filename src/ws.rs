@@ -96,18 +96,16 @@ enum Exit {
     Close(u16, &'static str),
 }
 
+/// Serves one socket to its end. The caller runs it inside a `session` span carrying the
+/// client id, owner and client IP, so every line logged here and below names the socket.
 pub async fn run(mut socket: WebSocket, mut session: Session) {
-    let client_id = session.client.id();
-    let ip = session.ticket.ip();
     tracing::info!(
-        %client_id,
-        %ip,
         subscriptions = ?session.client.subscription_names(),
         recovered = ?session.recovery.recovered,
         "subscriber connected"
     );
     if session.recovery.recovered == Some(false) {
-        tracing::info!(%client_id, reason = %session.recovery.reasons.join("; "), "resume incomplete");
+        tracing::info!(reason = %session.recovery.reasons.join("; "), "resume incomplete");
     }
     let metrics = session.settings.metrics.clone();
     if let Some(metrics) = &metrics {
@@ -136,9 +134,9 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
         });
     }
     match exit {
-        Exit::Gone => tracing::info!(%client_id, %ip, "subscriber disconnected"),
+        Exit::Gone => tracing::info!("subscriber disconnected"),
         Exit::Close(code, reason) => {
-            tracing::info!(%client_id, %ip, code, reason, "closing subscriber")
+            tracing::info!(code, reason, "closing subscriber")
         }
     }
     finish(socket, outbox, exit).await;

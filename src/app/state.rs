@@ -17,6 +17,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::sources::Sources;
+use crate::tls::Tls;
 use crate::ws::SessionSettings;
 
 /// Everything the routes share.
@@ -39,6 +40,9 @@ pub struct AppState {
     pub sources: Sources,
     /// `None` when `[metrics] enabled = false`.
     pub metrics: Option<Arc<Metrics>>,
+    /// Native TLS (`[server.tls]`), read by the accept loop per connection; `None` for plain
+    /// HTTP. `reload()` is what SIGHUP calls.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Authenticator> {
@@ -52,6 +56,8 @@ impl AppState {
     pub fn build(settings: Settings, jwt_secret: &str) -> Result<Self, ConfigError> {
         let auth = Authenticator::from_settings(&settings, jwt_secret)?;
         let client_ips = ClientIpResolver::new(settings.admission.trusted_proxies.clone());
+        let tls = Tls::load(&settings.server.tls)
+            .map_err(|error| ConfigError::new(error.setting(), error.to_string()))?;
         let channels = Arc::new(Channels::new(&settings.hub.channels));
         let fanout = Fanout::new(&channels, settings.hub.send_queue.get());
         let metrics = settings
@@ -78,6 +84,7 @@ impl AppState {
             sessions: TaskTracker::new(),
             ready: Arc::new(AtomicBool::new(false)),
             sources: Sources::new(&settings.sources)?,
+            tls: tls.map(Arc::new),
             settings: Arc::new(settings),
         })
     }

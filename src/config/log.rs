@@ -1,4 +1,4 @@
-//! `[log]`: the tracing filter.
+//! `[log]`: the tracing filter and the line format.
 
 use serde::Deserialize;
 
@@ -8,6 +8,32 @@ use super::error::ConfigError;
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text when stderr is a terminal (a person is reading), JSON otherwise (a collector is).
+    #[default]
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines, coloured on a terminal.
+    Text,
+}
+
+impl LogFormat {
+    /// The format in force, with `auto` decided by whether stderr is a terminal.
+    pub fn resolve(self, stderr_is_terminal: bool) -> LogFormat {
+        match self {
+            LogFormat::Auto if stderr_is_terminal => LogFormat::Text,
+            LogFormat::Auto => LogFormat::Json,
+            other => other,
+        }
+    }
 }
 
 impl LogSettings {

@@ -29,9 +29,9 @@ pub use self::heartbeat::HeartbeatSettings;
 pub use self::history::{ChannelHistorySettings, HistoryLimits, HistorySettings};
 pub use self::hub::{HubSettings, MAX_CHANNELS, REQUIRED_CHANNELS};
 pub use self::limits::LimitSettings;
-pub use self::log::LogSettings;
+pub use self::log::{LogFormat, LogSettings};
 pub use self::metrics::MetricsSettings;
-pub use self::server::ServerSettings;
+pub use self::server::{ServerSettings, TlsSettings};
 pub use crate::identity::{EVENTS_ADMIN, EVENTS_PUBLISH, KNOWN_CLAIMS, READ_ONLY, SUPER_USER};
 pub use crate::sources::config::SourceSettings;
 pub use crate::sources::opennebula::config::{OPENNEBULA_KINDS, OpenNebulaSettings};
@@ -95,6 +95,7 @@ impl Settings {
     /// Every rule a value must satisfy, named by its key: each section checks its own; the
     /// hub's channels are passed to the sections that refer to them.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
         self.auth.validate()?;
         self.admission.validate()?;
         self.hub.validate()?;
@@ -291,6 +292,27 @@ mod tests {
             refused("auth.jwt_algorithm", "hs512"),
             None,
             "names are case-insensitive"
+        );
+    }
+
+    #[test]
+    fn log_format_and_tls_settings_load_and_are_checked() {
+        let s = Settings::defaults();
+        assert_eq!(s.log.format, LogFormat::Auto);
+        assert_eq!(LogFormat::Auto.resolve(true), LogFormat::Text);
+        assert_eq!(LogFormat::Auto.resolve(false), LogFormat::Json);
+        assert_eq!(LogFormat::Text.resolve(false), LogFormat::Text);
+        assert!(!s.server.tls.is_enabled());
+        let json = Settings::load(None, false, &[("log.format", "json".into())]);
+        assert_eq!(json.map(|s| s.log.format).ok(), Some(LogFormat::Json));
+        assert_eq!(
+            refused_key("log.format", "yaml").as_deref(),
+            Some("log.format")
+        );
+        assert_eq!(
+            refused_key("server.tls.cert", "/etc/cert.pem").as_deref(),
+            Some("server.tls.key"),
+            "both or neither"
         );
     }
 

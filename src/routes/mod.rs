@@ -35,7 +35,8 @@ pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// One line per request, with the path only: query strings may carry `access_token`.
+/// One line per request, with the path only: query strings may carry a credential
+/// (`access_token=`, `authorization=`), so no query string is ever logged.
 /// Refusals are logged at `info` (an operator wants to see who was turned away and why),
 /// successes at `debug` (publishing can be thousands of requests a second).
 pub(crate) async fn log_request(

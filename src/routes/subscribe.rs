@@ -9,12 +9,14 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
+use tracing::Instrument;
 
 use crate::app::state::AppState;
 use crate::auth;
 use crate::channels::ChannelId;
 use crate::error::ApiError;
 use crate::hub::Resume;
+use crate::identity::Identity;
 use crate::metrics::{Metrics, ResumeOutcome};
 use crate::protocol;
 use crate::ws::{self, Session};
@@ -72,18 +74,17 @@ pub(crate) async fn subscribe(
             .on_upgrade(move |socket| {
                 let (client, recovery) = hub.register(&identity, ip, subscriptions, &resume);
                 count_resume(metrics.as_deref(), recovery.recovered);
-                ws::run(
-                    socket,
-                    Session {
-                        client,
-                        ticket,
-                        ignored: resolved.unknown,
-                        recovery,
-                        settings,
-                        shutdown,
-                        tracker,
-                    },
-                )
+                let span = session_span(&client.id(), &identity, ticket.ip());
+                let session = Session {
+                    client,
+                    ticket,
+                    ignored: resolved.unknown,
+                    recovery,
+                    settings,
+                    shutdown,
+                    tracker,
+                };
+                ws::run(socket, session).instrument(span)
             }),
     )
 }
@@ -97,6 +98,22 @@ fn count_resume(metrics: Option<&Metrics>, recovered: Option<bool>) {
     if let Some(metrics) = metrics {
         metrics.resumed(outcome);
     }
+}
+
+/// The span every log line of a socket is written in: which client, whose, from where (the
+/// admitted client IP, not a proxy's). Never a credential.
+fn session_span(
+    client_id: &uuid::Uuid,
+    identity: &Identity,
+    ip: std::net::IpAddr,
+) -> tracing::Span {
+    tracing::info_span!(
+        "session",
+        %client_id,
+        owner = %identity.subject,
+        method = ?identity.method,
+        %ip
+    )
 }
 
 /// Reads `since`, `last_event_id` and `epoch` from a subscribe query. A cursor must name a

@@ -56,8 +56,11 @@ pub(super) fn pump_replays(
             }
             Some(Err(missed)) => {
                 let channel = client.hub().channels().name(*channel);
-                tracing::info!(client_id = %client.id(), channel, missed,
-                    "history dropped events before they were replayed: slow consumer");
+                tracing::info!(
+                    channel,
+                    missed,
+                    "history dropped events before they were replayed: slow consumer"
+                );
                 return Err(SLOW);
             }
             None => {
@@ -114,7 +117,7 @@ pub(super) fn take(
         }
         Ok(_) => Ok(()),
         Err(BroadcastStreamRecvError::Lagged(missed)) => {
-            tracing::info!(client_id = %client.id(), missed, "slow consumer disconnected");
+            tracing::info!(missed, "slow consumer disconnected");
             Err(SLOW)
         }
     }

@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -315,14 +316,22 @@ class Hub:
     exit_code: int | None = None
     # Extra command-line arguments, e.g. ["--config", path].
     args: list[str] = field(default_factory=list)
+    # The certificate the hub serves with `[server.tls]`, trusted by the probes and `publish`;
+    # None for plain HTTP.
+    ca_file: Path | None = None
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ca_file else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        scheme = "wss" if self.ca_file else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
 
     def start(self) -> None:
         self.stdout = open(self.log_dir / "hub.stdout.log", "w")
@@ -349,7 +358,8 @@ class Hub:
             if code is not None:
                 raise AssertionError(f"hub exited with {code} during start-up\n{self.logs()}")
             try:
-                with urllib.request.urlopen(f"{self.http}/healthz", timeout=1) as reply:
+                with urllib.request.urlopen(f"{self.http}/healthz", timeout=1,
+                                            context=self._tls_context()) as reply:
                     if reply.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, socket.timeout):
@@ -398,7 +408,8 @@ class Hub:
 
     def publish(self, token: str, event: dict | list) -> HttpReply:
         """`curl -X POST .../v1/events` with a JSON event, as an operator would."""
-        return curl("-X", "POST", f"{self.http}/v1/events",
+        tls = ["--cacert", str(self.ca_file)] if self.ca_file else []
+        return curl(*tls, "-X", "POST", f"{self.http}/v1/events",
                     "-H", f"Authorization: Bearer {token}",
                     "-H", "Content-Type: application/json",
                     "-d", json.dumps(event))
@@ -406,7 +417,7 @@ class Hub:
 
 @contextlib.contextmanager
 def running_hub(tmp_path: Path, extra_env: dict | None = None,
-                args: list[str] | None = None) -> Iterator[Hub]:
+                args: list[str] | None = None, ca_file: Path | None = None) -> Iterator[Hub]:
     """The built hub on a free port with the test secret (plus `extra_env`, `args`); stopped
     with SIGTERM at the end, which must exit 0."""
     binary = hub_binary()
@@ -419,7 +430,7 @@ def running_hub(tmp_path: Path, extra_env: dict | None = None,
         "RUST_LOG": os.environ.get("RUST_LOG", "info"),
         **(extra_env or {}),
     }
-    instance = Hub(binary, free_port(), env, tmp_path, args=args or [])
+    instance = Hub(binary, free_port(), env, tmp_path, args=args or [], ca_file=ca_file)
     instance.start()
     try:
         yield instance

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_events-hub");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_events-hub");
 
 /// Kills the child if a test fails half-way, so no process outlives the test.
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -18,7 +18,7 @@ impl Drop for Running {
     }
 }
 
-fn hub_command() -> Command {
+pub(crate) fn hub_command() -> Command {
     let mut command = Command::new(BIN);
     command
         .env_remove("RUST_LOG")
@@ -41,12 +41,7 @@ fn start(extra_env: &[(&str, &str)]) -> (Running, String, Vec<String>) {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let first = lines.next().expect("a banner line").expect("utf-8");
-    let addr = first
-        .split("listening on http://")
-        .nth(1)
-        .expect("banner names the address")
-        .trim()
-        .to_owned();
+    let addr = banner_address(&first);
     let mut banner = vec![first];
     if extra_env
         .iter()
@@ -65,7 +60,17 @@ fn start(extra_env: &[(&str, &str)]) -> (Running, String, Vec<String>) {
     (Running(child), addr, banner)
 }
 
-fn sigterm(child: &Child) {
+/// The address in `… listening on http://ADDR` (or `https://`).
+pub(crate) fn banner_address(line: &str) -> String {
+    line.split("listening on ")
+        .nth(1)
+        .and_then(|url| url.split("://").nth(1))
+        .expect("banner names the address")
+        .trim()
+        .to_owned()
+}
+
+pub(crate) fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -73,7 +78,7 @@ fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
+pub(crate) fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -457,6 +462,9 @@ async fn no_credential_ever_reaches_the_logs() {
         ),
         (format!("{base}&access_token={token}"), vec![]),
         (format!("{base}&access_token={bad_token}"), vec![]),
+        (format!("{base}&authorization=Bearer%20{token}"), vec![]),
+        (format!("{base}&authorization=Bearer%20{bad_token}"), vec![]),
+        (format!("{base}&authorization={token}"), vec![]),
     ];
     for (url, headers) in attempts {
         let mut request =

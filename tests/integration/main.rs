@@ -4,6 +4,7 @@ mod common;
 
 mod admission;
 mod binary;
+mod binary_ops;
 mod delivery;
 mod edges;
 mod hardening;
@@ -15,4 +16,5 @@ mod resume;
 #[cfg(feature = "opennebula")]
 mod sources;
 mod subscribe;
+mod tls;
 mod unsubscribe;

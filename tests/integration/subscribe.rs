@@ -242,6 +242,51 @@ async fn api_key_and_query_token_authenticate() {
 }
 
 #[tokio::test]
+async fn authorization_query_parameter_authenticates_like_access_token() {
+    let hub = TestHub::start().await;
+    let token = hub.reader("console");
+    let mut ws = hub
+        .handshake(
+            ip(1),
+            &format!("/v1/ws/subscribe?event_types=pdfm&authorization=Bearer%20{token}"),
+            &[],
+        )
+        .await
+        .expect("authorization= handshake");
+    assert_eq!(
+        next_json(&mut ws).await["body"]["subscriptions"],
+        serde_json::json!(["pdfm", "global"])
+    );
+    // Not `Bearer <token>`: refused, not read as a bare token.
+    let result = hub
+        .handshake(
+            ip(2),
+            &format!("/v1/ws/subscribe?authorization={token}"),
+            &[],
+        )
+        .await;
+    assert_eq!(refused_status(&result).0, 401);
+    // The header keeps priority: a bad header is 401 even with a good query credential.
+    let result = hub
+        .handshake(
+            ip(3),
+            &format!("/v1/ws/subscribe?authorization=Bearer%20{token}"),
+            &[("authorization", "Bearer junk")],
+        )
+        .await;
+    assert_eq!(refused_status(&result).0, 401);
+    // The first credential parameter wins, as with a repeated access_token.
+    let result = hub
+        .handshake(
+            ip(4),
+            &format!("/v1/ws/subscribe?authorization=Bearer%20junk&access_token={token}"),
+            &[],
+        )
+        .await;
+    assert_eq!(refused_status(&result).0, 401);
+}
+
+#[tokio::test]
 async fn query_token_can_be_disabled() {
     let hub = TestHub::start_with(|s| s.auth.allow_query_token = false).await;
     let token = hub.reader("browser");
@@ -249,6 +294,14 @@ async fn query_token_can_be_disabled() {
         .handshake(
             ip(1),
             &format!("/v1/ws/subscribe?access_token={token}"),
+            &[],
+        )
+        .await;
+    assert_eq!(refused_status(&result).0, 401);
+    let result = hub
+        .handshake(
+            ip(2),
+            &format!("/v1/ws/subscribe?authorization=Bearer%20{token}"),
             &[],
         )
         .await;

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -148,6 +150,32 @@ impl TestHub {
         }
         let stream = tcp_from(source, self.addr).await;
         tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .map(|(ws, _)| ws)
+            .map_err(Box::new)
+    }
+
+    /// A `wss://` handshake from `source` with `Authorization: Bearer <token>`, trusting only
+    /// `ca` (the hub must have been started with one of its certificates).
+    pub async fn connect_tls(
+        &self,
+        ca: &certs::TestCa,
+        source: IpAddr,
+        token: &str,
+        event_types: &str,
+    ) -> Result<Ws, Box<tungstenite::Error>> {
+        let url = format!(
+            "wss://localhost:{}/v1/ws/subscribe?event_types={event_types}",
+            self.addr.port()
+        );
+        let mut request = url.into_client_request().expect("valid request");
+        request.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header value"),
+        );
+        let stream = tcp_from(source, self.addr).await;
+        let connector = tokio_tungstenite::Connector::Rustls(ca.client_config());
+        tokio_tungstenite::client_async_tls_with_config(request, stream, None, Some(connector))
             .await
             .map(|(ws, _)| ws)
             .map_err(Box::new)
