@@ -1,8 +1,30 @@
-//! The command line: `serve` (the default), and helpers to mint a token and hash an API key.
+//! The command line: `serve` (the default), helpers to mint a token and hash an API key, and
+//! the operator's client commands, which talk to a hub (local or remote) the way any client
+//! does: `publish` (HTTP), `tail` (WebSocket) and `check-config` (no hub at all).
+//!
+//! | file | concern |
+//! | --- | --- |
+//! | `remote` | `--url`, `--token`/`--api-key`: where the hub is and how to authenticate |
+//! | `error` | [`CliError`]: every failure of a client command, with its exit code |
+//! | `publish` | `events-hub publish`: one event, or NDJSON lines from stdin |
+//! | `tail` | `events-hub tail`: print a socket's events, reconnect and resume |
+//! | `check_config` | `events-hub check-config FILE`: validate and print, secrets masked |
+
+pub mod check_config;
+pub mod error;
+pub mod publish;
+pub mod remote;
+pub mod tail;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use self::check_config::CheckConfigArgs;
+pub use self::error::CliError;
+pub use self::publish::PublishArgs;
+pub use self::remote::RemoteArgs;
+pub use self::tail::TailArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -13,6 +35,9 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// `serve`'s flags also work without the word `serve` (it is the default command).
+    #[command(flatten)]
+    pub serve: ServeArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -30,10 +55,63 @@ pub struct GlobalArgs {
     pub log_level: Option<String>,
 }
 
+impl GlobalArgs {
+    /// The flags as setting overrides, the last layer of `Settings::load` (flags win).
+    pub fn overrides(&self) -> Vec<(&'static str, String)> {
+        let mut overrides = Vec::new();
+        if let Some(listen) = &self.listen {
+            overrides.push(("server.listen", listen.clone()));
+        }
+        if let Some(level) = &self.log_level {
+            overrides.push(("log.level", level.clone()));
+        }
+        overrides
+    }
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Also run the built-in demo source: a few realistic VM and host events per second on
+    /// `pdfm` and `orchestrator`, so a first run shows a live stream (same as
+    /// `[sources.demo] enabled = true`).
+    #[arg(long)]
+    pub demo: bool,
+}
+
+impl ServeArgs {
+    /// `--demo` as a setting override, so it goes through the same validation as the file.
+    pub fn overrides(&self) -> Vec<(&'static str, String)> {
+        if self.demo {
+            vec![("sources.demo.enabled", "true".into())]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// `events-hub --demo serve` and `events-hub serve --demo` mean the same.
+    pub fn merge(&self, other: &ServeArgs) -> ServeArgs {
+        ServeArgs {
+            demo: self.demo || other.demo,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the hub (the default).
-    Serve,
+    #[command(after_help = SERVE_EXAMPLES)]
+    Serve(ServeArgs),
+    /// Publish events to a hub over HTTP (`POST /v1/events`) and print the receipts.
+    #[command(after_help = publish::EXAMPLES)]
+    Publish(PublishArgs),
+    /// Subscribe to a hub's channels over WebSocket and print their events; reconnects and
+    /// resumes without losing or repeating an event.
+    #[command(after_help = tail::EXAMPLES)]
+    Tail(TailArgs),
+    /// Load and validate a configuration file as `serve` would, and print the effective
+    /// settings with secrets masked.
+    #[command(after_help = check_config::EXAMPLES)]
+    CheckConfig(CheckConfigArgs),
     /// Print a signed JWT for the configured key (HS* secret, or --private-key for RS*/ES*).
     MintToken(MintTokenArgs),
     /// Print the SHA-256 digest of an API key, for `[[auth.api_keys]] sha256`.
@@ -71,3 +149,10 @@ pub struct HashKeyArgs {
     #[arg(long, conflicts_with = "key")]
     pub generate: bool,
 }
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  # A first run with a live stream: the demo source publishes a few events per second.
+  events-hub serve --demo
+  # Then, in another terminal, with the token the hub printed:
+  EVENTS_HUB_TOKEN=$TOKEN events-hub tail pdfm,orchestrator";
