@@ -4,6 +4,7 @@ mod common;
 
 mod admission;
 mod binary;
+mod cli;
 mod delivery;
 mod edges;
 mod hardening;
