@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        None => serve(&cli.global, &[]),
+        None => serve(&cli.global, &cli.serve.overrides()),
         Some(Command::Serve(args)) => serve(&cli.global, &cli.serve.merge(&args).overrides()),
         Some(_) if cli.serve.demo => {
             eprintln!("events-hub: --demo is a flag of `serve`");

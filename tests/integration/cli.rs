@@ -163,7 +163,14 @@ async fn publish_prints_the_receipt_and_a_piped_tail_prints_the_event_as_a_json_
 
 #[tokio::test]
 async fn publish_reads_the_body_from_stdin_and_shows_the_hubs_error_with_exit_1() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::start_with(|s| {
+        s.auth.api_keys.push(events_hub::config::ApiKeySettings {
+            name: "ci-bot".into(),
+            sha256: events_hub::auth::api_key_digest("ci-key"),
+            claims: vec!["EVENTS_PUBLISH".into()],
+        });
+    })
+    .await;
     let addr = hub.addr.to_string();
     let (code, stdout, stderr) = run(
         publish(
@@ -179,6 +186,15 @@ async fn publish_reads_the_body_from_stdin_and_shows_the_hubs_error_with_exit_1(
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["events"][0]["body"]["host_id"], "h-1");
 
+    // An API key from the environment works as well as a token.
+    let url = url_of(&addr);
+    let mut with_key = events_hub(&["publish", "system", "KEYED", "--url", &url]);
+    with_key.env("EVENTS_HUB_API_KEY", "ci-key");
+    let (code, _, stderr) = run(with_key, "").await;
+    assert_eq!(code, 0, "{stderr}");
+    let (_, page) = history(&hub, "system").await;
+    assert_eq!(page["events"][0]["message"], "KEYED");
+
     // The hub refuses: exit 1, its error body on stderr.
     let (code, _, stderr) = run(publish(&addr, &["health", "PING"]), "").await;
     assert_eq!(code, 1);
@@ -187,7 +203,6 @@ async fn publish_reads_the_body_from_stdin_and_shows_the_hubs_error_with_exit_1(
         "{stderr}"
     );
     // No credential: 401, exit 1.
-    let url = url_of(&addr);
     let (code, _, stderr) = run(events_hub(&["publish", "pdfm", "X", "--url", &url]), "").await;
     assert_eq!(code, 1);
     assert!(stderr.contains("401"), "{stderr}");
