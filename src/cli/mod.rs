@@ -113,8 +113,10 @@ pub enum Command {
     #[command(after_help = check_config::EXAMPLES)]
     CheckConfig(CheckConfigArgs),
     /// Print a signed JWT for the configured key (HS* secret, or --private-key for RS*/ES*).
+    #[command(after_help = MINT_TOKEN_EXAMPLES)]
     MintToken(MintTokenArgs),
     /// Print the SHA-256 digest of an API key, for `[[auth.api_keys]] sha256`.
+    #[command(after_help = HASH_KEY_EXAMPLES)]
     HashKey(HashKeyArgs),
     /// Test only: echo every WebSocket message on any path, without authentication, through the
     /// hub's own socket handling, for the Autobahn conformance suite. Never expose it.
@@ -156,3 +158,13 @@ Examples:
   events-hub serve --demo
   # Then, in another terminal, with the token the hub printed:
   EVENTS_HUB_TOKEN=$TOKEN events-hub tail pdfm,orchestrator";
+
+const MINT_TOKEN_EXAMPLES: &str = "\
+Examples:
+  export EVENTS_HUB_TOKEN=$(EVENTS_HUB__AUTH__JWT_SECRET=dev-secret events-hub mint-token --sub alice --claims READ_ONLY,EVENTS_PUBLISH)
+  events-hub mint-token --config /etc/events-hub/hub.toml --sub ci --claims EVENTS_PUBLISH --ttl-secs 600";
+
+const HASH_KEY_EXAMPLES: &str = "\
+Examples:
+  events-hub hash-key --generate
+  echo 's3cret-key' | events-hub hash-key";

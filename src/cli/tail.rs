@@ -44,11 +44,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// TCP connect plus the WebSocket handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// `tail` pings the hub this often, so a silent socket means a dead link whatever the hub's
-/// own `ping_interval`.
-const PING_EVERY: Duration = Duration::from_secs(15);
-/// Nothing heard for this long (three pings unanswered): the link is dead; reconnect.
-const IDLE_LIMIT: Duration = Duration::from_secs(45);
+/// `tail` pings the hub three times per `--idle-timeout-secs`, so a silent socket means a
+/// dead link whatever the hub's own `ping_interval`: nothing heard for that long (three pings
+/// unanswered) and it reconnects.
+const PINGS_PER_IDLE_TIMEOUT: u32 = 3;
 
 #[derive(Debug, Args)]
 pub struct TailArgs {
@@ -68,6 +67,11 @@ pub struct TailArgs {
     /// One JSON object per line even on a terminal.
     #[arg(long)]
     pub json: bool,
+    /// Reconnect when nothing (not even a pong to tail's own pings, sent three times per
+    /// period) was heard for this many seconds: a link that died without closing.
+    #[arg(long, default_value_t = 45, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout_secs: u64,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -99,6 +103,7 @@ pub fn run(args: &TailArgs) -> Result<(), CliError> {
             cursor,
             printer,
             remaining: args.count,
+            idle_limit: Duration::from_secs(args.idle_timeout_secs),
         };
         tokio::select! {
             result = tail.run() => result,
@@ -259,6 +264,7 @@ struct Tail {
     cursor: Cursor,
     printer: Printer,
     remaining: Option<u64>,
+    idle_limit: Duration,
 }
 
 impl Tail {
@@ -336,13 +342,24 @@ impl Tail {
                 Ok(Ok((ws, _))) => ws,
             };
         let (mut sink, mut stream) = ws.split();
+        let ping_every = self.idle_limit / PINGS_PER_IDLE_TIMEOUT;
         let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut welcomed = false;
         let lost = |why: String, welcomed: bool| Ok(End::Lost { why, welcomed });
+        // Any frame (a pong to our pings included) pushes the deadline back; a separate timer,
+        // so the ping ticks cannot restart it.
+        let mut silent_until = tokio::time::Instant::now() + self.idle_limit;
         loop {
             let frame = tokio::select! {
-                frame = tokio::time::timeout(IDLE_LIMIT, stream.next()) => frame,
+                frame = stream.next() => frame,
+                () = tokio::time::sleep_until(silent_until) => {
+                    let why = format!(
+                        "nothing heard from the hub for {} s",
+                        self.idle_limit.as_secs()
+                    );
+                    return lost(why, welcomed);
+                }
                 _ = ping.tick() => {
                     if let Err(error) = sink.send(Message::Ping(Default::default())).await {
                         return lost(format!("connection lost: {error}"), welcomed);
@@ -350,11 +367,11 @@ impl Tail {
                     continue;
                 }
             };
+            silent_until = tokio::time::Instant::now() + self.idle_limit;
             let text = match frame {
-                Err(_) => return lost("nothing heard from the hub for 45 s".into(), welcomed),
-                Ok(None) => return lost("the connection closed".into(), welcomed),
-                Ok(Some(Err(error))) => return lost(format!("connection lost: {error}"), welcomed),
-                Ok(Some(Ok(Message::Close(frame)))) => {
+                None => return lost("the connection closed".into(), welcomed),
+                Some(Err(error)) => return lost(format!("connection lost: {error}"), welcomed),
+                Some(Ok(Message::Close(frame))) => {
                     let (code, reason) = frame
                         .map(|f| (u16::from(f.code), f.reason.to_string()))
                         .unwrap_or((1005, String::new()));
@@ -366,8 +383,8 @@ impl Tail {
                         welcomed,
                     );
                 }
-                Ok(Some(Ok(Message::Text(text)))) => text,
-                Ok(Some(Ok(_))) => continue,
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(_)) => continue,
             };
             let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else {
                 eprintln!(

@@ -517,3 +517,79 @@ async fn a_demo_hub_streams_events_within_a_deadline_and_reports_the_source() {
         "{ready}"
     );
 }
+
+/// A welcome as the hub writes it, for a fake hub.
+fn welcome(epoch: u64, pdfm: u64) -> tokio_tungstenite::tungstenite::Message {
+    let frame = json!({"id": "0".repeat(64), "event_type": "global",
+        "timestamp": "2026-12-01T00:00:00.000000Z",
+        "message": events_hub::protocol::WELCOME_MESSAGE,
+        "body": {"client_id": "c8798616-47d7-47d8-8c47-031860a7be27", "epoch": epoch,
+                 "positions": {"global": 0, "pdfm": pdfm}, "subscriptions": ["pdfm", "global"]}});
+    tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into())
+}
+
+fn event(epoch: u64, seq: u64) -> tokio_tungstenite::tungstenite::Message {
+    let frame = json!({"id": format!("{seq:064}"), "event_type": "pdfm",
+        "timestamp": "2026-12-01T00:00:00.000000Z", "message": format!("E{seq}"),
+        "seq": seq, "epoch": epoch});
+    tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into())
+}
+
+#[tokio::test]
+async fn a_link_gone_silent_is_dropped_after_the_idle_timeout_and_resumed_without_repeats() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+    // A fake hub: it answers the handshake and then never reads again (no pong), as a link
+    // that died without a FIN looks from the client.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let mut tail = tail(&addr, "pdfm", &["--idle-timeout-secs", "1", "--count", "1"]);
+    let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("tail connects")
+        .expect("accept");
+    let mut silent = tokio_tungstenite::accept_async(stream)
+        .await
+        .expect("handshake");
+    silent.send(welcome(7, 4)).await.expect("send welcome");
+
+    // tail gives up on it and comes back, resuming from the welcome's positions.
+    let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("tail reconnects")
+        .expect("accept");
+    let mut query = None;
+    let mut second =
+        tokio_tungstenite::accept_hdr_async(stream, |request: &Request, response: Response| {
+            query = request.uri().query().map(str::to_owned);
+            Ok(response)
+        })
+        .await
+        .expect("handshake");
+    let url =
+        reqwest::Url::parse(&format!("http://x/?{}", query.expect("a query"))).expect("query");
+    let pairs: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(pairs.get("event_types").map(String::as_str), Some("pdfm"));
+    assert_eq!(
+        pairs.get("since").map(String::as_str),
+        Some("global:0,pdfm:4")
+    );
+    assert_eq!(pairs.get("epoch").map(String::as_str), Some("7"));
+
+    // A repeat of what it has is dropped; the next seq is printed.
+    second.send(welcome(7, 4)).await.expect("send welcome");
+    second.send(event(7, 4)).await.expect("send a repeat");
+    second.send(event(7, 5)).await.expect("send the next");
+    let printed = tail.next_json().await;
+    assert_eq!(printed["seq"], 5, "{printed}");
+    let (code, stderr) = tail.exit().await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("nothing heard from the hub for 1 s"),
+        "{stderr}"
+    );
+    drop(silent);
+}
