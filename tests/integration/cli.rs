@@ -535,6 +535,8 @@ fn event(epoch: u64, seq: u64) -> tokio_tungstenite::tungstenite::Message {
     tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into())
 }
 
+// The handshake callback's signature (its large `Err`) is tungstenite's.
+#[allow(clippy::result_large_err)]
 #[tokio::test]
 async fn a_link_gone_silent_is_dropped_after_the_idle_timeout_and_resumed_without_repeats() {
     use futures_util::SinkExt;
