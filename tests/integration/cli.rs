@@ -459,7 +459,7 @@ async fn check_config_prints_valid_settings_with_secrets_masked_and_names_a_bad_
     for (text, field) in [
         ("[hub]\nsend_queue = 0\n", "hub.send_queue"),
         (
-            "[sources]\ndemo.vm_channel = \"nope\"\n",
+            "[sources]\ndemo.enabled = true\ndemo.vm_channel = \"nope\"\n",
             "sources.demo.vm_channel",
         ),
         ("[server]\nlisten = \"nowhere\"\n", "server.listen"),

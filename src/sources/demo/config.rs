@@ -35,8 +35,9 @@ impl Default for DemoSettings {
 }
 
 impl DemoSettings {
-    /// `channels` is `hub.channels`. Checked even when disabled, so enabling it later with
-    /// `--demo` cannot fail on a value that was already in the file.
+    /// `channels` is `hub.channels`. The numbers are checked even when disabled; the channels
+    /// only when enabled, so a hub whose `hub.channels` has no `pdfm` or `orchestrator` still
+    /// starts (and `--demo` on it names the setting to change).
     pub fn validate(&self, channels: &[String]) -> Result<(), ConfigError> {
         positive("sources.demo.interval_ms", self.interval_ms)?;
         if self.interval_ms > 3_600_000 {
@@ -51,6 +52,9 @@ impl DemoSettings {
             if value > most {
                 return Err(ConfigError::new(key, format!("must be at most {most}")));
             }
+        }
+        if !self.enabled {
+            return Ok(());
         }
         for (key, channel) in [
             ("vm_channel", &self.vm_channel),
@@ -67,5 +71,42 @@ impl DemoSettings {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_defaults_are_the_serde_defaults() {
+        // config/default.toml spells every key out; a file without [sources.demo] gets these.
+        assert_eq!(
+            crate::config::Settings::defaults().sources.demo,
+            DemoSettings::default()
+        );
+    }
+
+    #[test]
+    fn channels_are_checked_only_when_enabled() {
+        let channels: Vec<String> = ["global", "pdfm", "health", "system"]
+            .map(String::from)
+            .to_vec();
+        let mut demo = DemoSettings::default();
+        assert!(
+            demo.validate(&channels).is_ok(),
+            "off: no orchestrator is fine"
+        );
+        demo.enabled = true;
+        let err = demo.validate(&channels).err().map(|e| e.key);
+        assert_eq!(err.as_deref(), Some("sources.demo.host_channel"));
+        demo.host_channel = "health".into();
+        let err = demo.validate(&channels).err().map(|e| e.key);
+        assert_eq!(err.as_deref(), Some("sources.demo.host_channel"));
+        demo.host_channel = "pdfm".into();
+        assert!(demo.validate(&channels).is_ok());
+        demo.interval_ms = 0;
+        let err = demo.validate(&channels).err().map(|e| e.key);
+        assert_eq!(err.as_deref(), Some("sources.demo.interval_ms"));
     }
 }
