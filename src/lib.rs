@@ -18,12 +18,13 @@
 //! | [`auth`] | credentials (JWT, API key, query token) → `Identity` |
 //! | [`ws`] | one task per socket: frames out, client messages in, heartbeat, close codes |
 //! | [`publisher`] | the one way events are published: routes and sources call it |
-//! | [`sources`] | event sources the hub subscribes to itself (OpenNebula's Hook Manager) |
+//! | [`sources`] | event sources the hub subscribes to itself (OpenNebula's Hook Manager, the demo fleet) |
 //! | [`routes`] | the HTTP handlers: subscribe, unsubscribe, publish, history, health |
 //! | [`app`] | `AppState` and `fn app(state) -> Router`: the handlers on their paths |
 //! | [`refusal_body`] | the error body on hyper's own 400/414/431 answers |
 //! | [`lingering_tcp`] | closing a connection without a reset |
 //! | [`server`] | the accept loop and the shutdown sequence |
+//! | [`cli`] | the command line; the client commands `publish`, `tail`, `check-config` (HTTP and WebSocket clients of any hub) |
 //!
 //! The path of an event: `routes::publish` → `publisher` (checks) → `broker` (stamp, number,
 //! serialise once, keep) → `fanout` (per-channel broadcast) → `ws` (one task per socket) → the

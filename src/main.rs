@@ -7,32 +7,42 @@ use std::process::ExitCode;
 use clap::Parser;
 use events_hub::app::{self, AppState};
 use events_hub::auth::{self, TokenSpec};
-use events_hub::cli::{Cli, Command, GlobalArgs, HashKeyArgs, MintTokenArgs};
+use events_hub::cli::{self as commands, Cli, Command, GlobalArgs, HashKeyArgs, MintTokenArgs};
 use events_hub::config::{ConfigError, EVENTS_PUBLISH, READ_ONLY, Settings, is_hmac};
 use events_hub::server;
 use jsonwebtoken::{Algorithm, EncodingKey};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(&cli.global),
-        Command::MintToken(args) => mint_token(&cli.global, &args),
-        Command::HashKey(args) => hash_key(&args),
-        Command::ConformanceEcho => conformance_echo(&cli.global),
+    match cli.command {
+        None => serve(&cli.global, &cli.serve.overrides()),
+        Some(Command::Serve(args)) => serve(&cli.global, &cli.serve.merge(&args).overrides()),
+        Some(_) if cli.serve.demo => {
+            eprintln!("events-hub: --demo is a flag of `serve`");
+            ExitCode::from(2)
+        }
+        Some(Command::Publish(args)) => commands::error::report(commands::publish::run(&args)),
+        Some(Command::Tail(args)) => commands::error::report(commands::tail::run(&args)),
+        Some(Command::CheckConfig(args)) => {
+            commands::error::report(commands::check_config::run(&cli.global, &args))
+        }
+        Some(Command::MintToken(args)) => mint_token(&cli.global, &args),
+        Some(Command::HashKey(args)) => hash_key(&args),
+        Some(Command::ConformanceEcho) => conformance_echo(&cli.global),
     }
 }
 
 fn load_settings(global: &GlobalArgs) -> Result<Settings, ConfigError> {
-    let mut overrides = Vec::new();
-    if let Some(listen) = &global.listen {
-        overrides.push(("server.listen", listen.clone()));
-    }
-    if let Some(level) = &global.log_level {
-        overrides.push(("log.level", level.clone()));
-    }
-    if let Some(format) = &global.log_format {
-        overrides.push(("log.format", format.clone()));
-    }
+    load_settings_with(global, &[])
+}
+
+/// The settings with `extra` overrides (`serve --demo`) after the global flags.
+fn load_settings_with(
+    global: &GlobalArgs,
+    extra: &[(&'static str, String)],
+) -> Result<Settings, ConfigError> {
+    let mut overrides = global.overrides();
+    overrides.extend_from_slice(extra);
     Settings::load(global.config.as_deref(), true, &overrides)
 }
 
@@ -60,8 +70,8 @@ fn conformance_echo(global: &GlobalArgs) -> ExitCode {
     })
 }
 
-fn serve(global: &GlobalArgs) -> ExitCode {
-    let settings = match load_settings(global) {
+fn serve(global: &GlobalArgs, overrides: &[(&'static str, String)]) -> ExitCode {
+    let settings = match load_settings_with(global, overrides) {
         Ok(settings) => settings,
         Err(error) => return config_failure(&error),
     };
@@ -256,7 +266,8 @@ fn mint_token(global: &GlobalArgs, args: &MintTokenArgs) -> ExitCode {
     let algorithm = settings.auth.jwt_algorithm;
     for claim in &args.claims {
         if !auth::is_known_claim(claim) {
-            eprintln!("events-hub: unknown claim {claim:?}; known: READ_ONLY, EVENTS_PUBLISH");
+            let known = events_hub::config::KNOWN_CLAIMS.join(", ");
+            eprintln!("events-hub: unknown claim {claim:?}; known: {known}");
             return ExitCode::from(2);
         }
     }

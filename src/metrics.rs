@@ -292,11 +292,14 @@ impl Collector for SnapshotCollector {
     }
 }
 
+/// A scrape-time figure: its name, help, unit, and how to read it off a sample.
+type Figure<T, V> = (&'static str, &'static str, Option<Unit>, fn(&T) -> V);
+
 fn encode_channels(
     encoder: &mut DescriptorEncoder,
     channels: &[ChannelSample],
 ) -> Result<(), std::fmt::Error> {
-    let gauges: [(&str, &str, Option<Unit>, fn(&ChannelSample) -> u64); 3] = [
+    let gauges: [Figure<ChannelSample, u64>; 3] = [
         (
             "subscriptions",
             "Live sockets subscribed, per channel",
@@ -367,19 +370,21 @@ fn encode_source_counters(
         source: s.source.clone(),
         index: s.index.to_string(),
     };
-    let counters: [(&str, &str, fn(&SourceSample) -> Option<u64>); 2] = [
+    let counters: [Figure<SourceSample, Option<u64>>; 2] = [
         (
             "source_messages_received",
             "Messages the source received from its upstream",
+            None,
             |s| s.received,
         ),
         (
             "source_events_published",
             "Events the source published",
+            None,
             |s| s.published,
         ),
     ];
-    for (name, help, value) in counters {
+    for (name, help, _, value) in counters {
         let mut family = encoder.encode_descriptor(
             name,
             help,
@@ -392,7 +397,8 @@ fn encode_source_counters(
             }
         }
     }
-    let by_reason: [(&str, &str, fn(&SourceSample) -> &[(String, u64)]); 2] = [
+    type ByReason = for<'a> fn(&'a SourceSample) -> &'a [(String, u64)];
+    let by_reason: [(&str, &str, ByReason); 2] = [
         (
             "source_messages_skipped",
             "Messages the source skipped on purpose, by reason",

@@ -73,13 +73,28 @@ impl Settings {
         use_env: bool,
         overrides: &[(&str, String)],
     ) -> Result<Self, ConfigError> {
-        let mut settings: Settings = layers(file, use_env, overrides)?
+        Self::load_merged(file, use_env, overrides).map(|(settings, _)| settings)
+    }
+
+    /// [`Settings::load`], also returning every merged value as JSON (defaults, file,
+    /// environment and flags, as the typed settings were read from), for
+    /// `events-hub check-config`. Unmasked: the caller hides the secrets.
+    pub fn load_merged(
+        file: Option<&Path>,
+        use_env: bool,
+        overrides: &[(&str, String)],
+    ) -> Result<(Self, serde_json::Value), ConfigError> {
+        let merged = layers(file, use_env, overrides)?
             .build()
-            .and_then(|c| c.try_deserialize())
+            .map_err(from_config_error)?;
+        let mut settings: Settings = merged
+            .clone()
+            .try_deserialize()
             .map_err(from_config_error)?;
         settings.trim_lists();
         settings.validate()?;
-        Ok(settings)
+        let values = merged.try_deserialize().map_err(from_config_error)?;
+        Ok((settings, values))
     }
 
     /// `EVENTS_HUB__HUB__CHANNELS="global, pdfm"` means what it says (`trusted_proxies` are
@@ -180,6 +195,15 @@ fn from_config_error(error: config::ConfigError) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_demo_defaults_are_the_serde_defaults() {
+        // config/default.toml spells every key out; a file without [sources.demo] gets these.
+        assert_eq!(
+            Settings::defaults().sources.demo,
+            crate::sources::demo::config::DemoSettings::default()
+        );
+    }
 
     #[test]
     fn built_in_defaults_match_the_documented_file() {

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::demo::config::DemoSettings;
 use super::opennebula::config::OpenNebulaSettings;
 use crate::config::error::ConfigError;
 
@@ -10,6 +11,9 @@ use crate::config::error::ConfigError;
 #[serde(deny_unknown_fields)]
 pub struct SourceSettings {
     pub opennebula: Vec<OpenNebulaSettings>,
+    /// `[sources.demo]`; absent means its defaults (off).
+    #[serde(default)]
+    pub demo: DemoSettings,
 }
 
 impl SourceSettings {
@@ -18,6 +22,6 @@ impl SourceSettings {
         for (i, source) in self.opennebula.iter().enumerate() {
             source.validate(i, channels)?;
         }
-        Ok(())
+        self.demo.validate(channels)
     }
 }

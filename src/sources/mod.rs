@@ -1,5 +1,6 @@
 //! Event sources the hub subscribes to itself and publishes from, like any publisher: today
-//! OpenNebula's Hook Manager (`[[sources.opennebula]]`, see `docs/opennebula.md`).
+//! OpenNebula's Hook Manager (`[[sources.opennebula]]`, see `docs/opennebula.md`) and the
+//! built-in demo fleet (`[sources.demo]`, `serve --demo`).
 //!
 //! A source implements [`Source`]: it reports its status for `/readyz` and, once started with
 //! a [`SourceContext`] (the [`Publisher`], the shutdown token), runs until shutdown. Each
@@ -8,6 +9,7 @@
 //! it.
 
 pub mod config;
+pub mod demo;
 pub mod opennebula;
 
 use std::sync::{Arc, Mutex};
@@ -109,9 +111,17 @@ impl Sources {
     }
 }
 
-/// The sources `[sources]` configures, in order.
-#[cfg(feature = "opennebula")]
+/// The sources `[sources]` configures, in order: the OpenNebula blocks, then the demo.
 fn configured(settings: &SourceSettings) -> Result<Vec<Box<dyn Source>>, ConfigError> {
+    let mut sources = opennebula_sources(settings)?;
+    if settings.demo.enabled {
+        sources.push(Box::new(demo::Demo::new(settings.demo.clone())));
+    }
+    Ok(sources)
+}
+
+#[cfg(feature = "opennebula")]
+fn opennebula_sources(settings: &SourceSettings) -> Result<Vec<Box<dyn Source>>, ConfigError> {
     Ok(settings
         .opennebula
         .iter()
@@ -121,7 +131,7 @@ fn configured(settings: &SourceSettings) -> Result<Vec<Box<dyn Source>>, ConfigE
 
 /// Without the `opennebula` feature, an `[[sources.opennebula]]` block is an error.
 #[cfg(not(feature = "opennebula"))]
-fn configured(settings: &SourceSettings) -> Result<Vec<Box<dyn Source>>, ConfigError> {
+fn opennebula_sources(settings: &SourceSettings) -> Result<Vec<Box<dyn Source>>, ConfigError> {
     if settings.opennebula.is_empty() {
         return Ok(Vec::new());
     }

@@ -5,6 +5,7 @@ mod common;
 mod admission;
 mod binary;
 mod binary_ops;
+mod cli;
 mod delivery;
 mod edges;
 mod hardening;
