@@ -142,13 +142,11 @@ impl Metrics {
             "Subscriber sockets opened (handshakes answered 101)",
             opened.clone(),
         );
-        registry.register(
-            "build",
-            "The running build",
-            Info::new(BuildLabel {
-                version: env!("CARGO_PKG_VERSION"),
-            }),
-        );
+        let build = Info::new(BuildLabel {
+            version: env!("CARGO_PKG_VERSION"),
+        });
+        registry.register("build", "The running build", build);
+        zero_expected_labels(&closes, &refused, &resumes);
         let snapshot = std::sync::Arc::new(SnapshotCollector::default());
         registry.register_collector(Box::new(std::sync::Arc::clone(&snapshot)));
         Self {
@@ -222,6 +220,26 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// The expected label values start at 0, so `rate()` and alerts work from the first scrape.
+fn zero_expected_labels(
+    closes: &Family<CodeLabel, Counter>,
+    refused: &Family<StatusLabel, Counter>,
+    resumes: &Family<OutcomeLabel, Counter>,
+) {
+    for code in [
+        "peer", "1001", "1002", "1007", "1008", "1009", "4000", "4001", "4008",
+    ] {
+        let _ = closes.get_or_create_owned(&CodeLabel { code: code.into() });
+    }
+    for status in ["400", "401", "403", "409", "426", "429", "503"] {
+        let status = status.into();
+        let _ = refused.get_or_create_owned(&StatusLabel { status });
+    }
+    for outcome in ["recovered", "incomplete"] {
+        let _ = resumes.get_or_create_owned(&OutcomeLabel { outcome });
     }
 }
 

@@ -47,7 +47,30 @@ pub async fn run(
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Stopped> {
     let router = app::app(state.clone());
+    if let Some(addr) = state.settings.metrics.listen {
+        serve_metrics(addr, &state).await?;
+    }
     run_with(listener, state, router, signal).await
+}
+
+/// `[metrics] listen`: `/metrics` on a listener of its own, until shutdown begins. Its bound
+/// address is kept in `state.metrics_addr` (port 0 picks a free one).
+async fn serve_metrics(addr: SocketAddr, state: &AppState) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let _ = state.metrics_addr.set(local);
+    tracing::info!(%local, "metrics listening");
+    let router = app::metrics_app(state.clone());
+    let stop = state.shutdown.clone().cancelled_owned();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(%error, "the metrics listener stopped");
+        }
+    });
+    Ok(())
 }
 
 /// [`run`] with another router (the test-only conformance echo server).

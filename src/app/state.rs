@@ -43,6 +43,10 @@ pub struct AppState {
     /// Native TLS (`[server.tls]`), read by the accept loop per connection; `None` for plain
     /// HTTP. `reload()` is what SIGHUP calls.
     pub tls: Option<Arc<Tls>>,
+    /// When this hub started, for `/v1/ws/stats`.
+    pub started: std::time::SystemTime,
+    /// Where `[metrics] listen` is bound, once `server::run` bound it.
+    pub metrics_addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Authenticator> {
@@ -85,6 +89,8 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(false)),
             sources: Sources::new(&settings.sources)?,
             tls: tls.map(Arc::new),
+            started: std::time::SystemTime::now(),
+            metrics_addr: Arc::default(),
             settings: Arc::new(settings),
         })
     }

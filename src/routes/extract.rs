@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::app::state::AppState;
 use crate::auth::Identity;
-use crate::config::{EVENTS_PUBLISH, READ_ONLY};
+use crate::config::{EVENTS_ADMIN, EVENTS_PUBLISH, READ_ONLY};
 use crate::error::ApiError;
 
 /// A claim a route requires.
@@ -32,6 +32,12 @@ impl Claim for Read {
 pub(crate) struct Publish;
 impl Claim for Publish {
     const NAME: &'static str = EVENTS_PUBLISH;
+}
+
+/// `EVENTS_ADMIN`: the admin routes.
+pub(crate) struct Admin;
+impl Claim for Admin {
+    const NAME: &'static str = EVENTS_ADMIN;
 }
 
 /// The caller, authenticated and holding claim `C`: 401 without valid credentials, 403

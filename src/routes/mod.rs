@@ -1,15 +1,19 @@
 //! The route handlers, one file per route family; `app` puts them on paths. Every refusal is
 //! an [`ApiError`], mapped to the SPEC's error body in `error.rs`.
 
+mod admin;
 mod extract;
 mod health;
 mod history;
+mod metrics;
 mod publish;
 mod subscribe;
 mod unsubscribe;
 
+pub(crate) use self::admin::{channels, clients, disconnect, ws_clients, ws_stats};
 pub(crate) use self::health::{healthz, readyz};
 pub(crate) use self::history::history;
+pub(crate) use self::metrics::metrics;
 pub(crate) use self::publish::publish;
 pub use self::subscribe::conformance_router;
 pub(crate) use self::subscribe::subscribe;
@@ -58,6 +62,21 @@ pub(crate) async fn log_request(
         tracing::info!(%peer, %method, path, status, reason, micros, "request refused");
     } else {
         tracing::debug!(%peer, %method, path, status, micros, "request");
+    }
+    response
+}
+
+/// Counts subscribe handshakes refused, by status (`events_hub_handshakes_refused_total`):
+/// every refusal, from the credential check to admission, goes through here.
+pub(crate) async fn count_refused_handshakes(
+    axum::extract::State(app): axum::extract::State<crate::app::state::AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if let (Some(metrics), true) = (&app.metrics, status.as_u16() >= 400) {
+        metrics.handshake_refused(status.as_u16());
     }
     response
 }
