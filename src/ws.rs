@@ -223,7 +223,6 @@ async fn serve(
     tokio::pin!(changed);
 
     loop {
-        client.state().activity.note_queue_depth(outbox.queue.len());
         tokio::select! {
             biased;
             _ = &mut shutdown => return shutdown_tail(&mut streams, client, outbox, settings),
@@ -235,7 +234,7 @@ async fn serve(
                 drop_unsubscribed(&mut streams, client);
             }
             // Writes what the outbox holds, and reads the client's next frame.
-            event = poll_fn(|cx| poll_socket(cx, socket, outbox, !streams.replaying.is_empty())) => {
+            event = poll_fn(|cx| poll_session_socket(cx, socket, outbox, client, !streams.replaying.is_empty())) => {
                 let incoming = match event {
                     SocketEvent::WriteFailed => return Exit::Gone,
                     SocketEvent::Drained => continue,
@@ -356,6 +355,20 @@ enum SocketEvent {
     WriteFailed,
     /// The outbox was written out, and the caller asked to hear of it.
     Drained,
+}
+
+/// [`poll_socket`] for a subscriber, noting what is still unwritten after this wake-up's
+/// write for the admin routes (one relaxed store on the socket's own state).
+fn poll_session_socket(
+    cx: &mut Context<'_>,
+    socket: &mut WebSocket,
+    outbox: &mut Outbox,
+    client: &Client,
+    wake_when_drained: bool,
+) -> Poll<SocketEvent> {
+    let event = poll_socket(cx, socket, outbox, wake_when_drained);
+    client.state().activity.note_queue_depth(outbox.queue.len());
+    event
 }
 
 /// One poll of the socket in both directions: push the outbox out, then look for a frame.

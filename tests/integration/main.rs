@@ -2,6 +2,7 @@
 
 mod common;
 
+mod admin;
 mod admission;
 mod binary;
 mod binary_ops;
@@ -12,6 +13,7 @@ mod hardening;
 mod http_limits;
 mod inband;
 mod messages;
+mod metrics;
 mod publish;
 mod resume;
 #[cfg(feature = "opennebula")]
