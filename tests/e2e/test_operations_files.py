@@ -342,7 +342,7 @@ def test_unit_has_the_hardening_and_lifecycle_keys():
     assert unit()["Install"]["WantedBy"] == "multi-user.target"
 
 
-def test_unit_command_line_is_one_the_binary_accepts(tmp_path):
+def test_unit_command_line_is_one_the_binary_accepts():
     """ExecStart's arguments, with the shipped default.toml for /etc/events-hub/hub.toml, pass
     `check-config` (the same loading as `serve`)."""
     args = unit()["Service"]["ExecStart"].split()[1:]
