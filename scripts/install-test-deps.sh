@@ -2,8 +2,14 @@
 # Installs what the end-to-end client tests (tests/e2e) and the conformance run
 # (tests/conformance) need on a fresh Debian machine where we are root: curl,
 # wscat (npm), websocat (cargo), and the Python packages websockets, pytest,
-# kosoku and pyzmq (the OpenNebula-style ZeroMQ publisher of
-# tests/e2e/test_opennebula.py; its wheel bundles libzmq).
+# kosoku, pyzmq (the OpenNebula-style ZeroMQ publisher of
+# tests/e2e/test_opennebula.py; its wheel bundles libzmq) and prometheus-client
+# (its OpenMetrics parser reads /metrics in tests/e2e/test_operations_files.py).
+#
+# Not installed: promtool. Debian ships it only inside the `prometheus` package,
+# about 320 MB installed with its dependencies (libjs-moment-timezone alone is
+# 213 MB); tests/e2e/test_operations_files.py skips its promtool checks, with
+# that reason, when promtool is absent. `apt-get install prometheus` to run them.
 #
 # Building the hub itself needs a C++ compiler (g++): the `zmq` crate compiles
 # libzmq from source (no libzmq -dev package, no cmake). It is checked below.
@@ -71,6 +77,8 @@ py_missing=()
 "$PYTHON" -c 'import kosoku' >/dev/null 2>&1 || py_missing+=("kosoku")
 # pyzmq plays OpenNebula's Hook Manager (a ZeroMQ PUB socket) in the e2e tests.
 "$PYTHON" -c 'import zmq' >/dev/null 2>&1 || py_missing+=("pyzmq")
+# prometheus-client's OpenMetrics parser checks the /metrics exposition.
+"$PYTHON" -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1 || py_missing+=("prometheus-client")
 if [ "${#py_missing[@]}" -gt 0 ]; then
     if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
         apt_install python3-pip
@@ -81,7 +89,7 @@ if [ "${#py_missing[@]}" -gt 0 ]; then
     "$PYTHON" -m pip install -q --break-system-packages "${py_missing[@]}" 2>/dev/null \
         || "$PYTHON" -m pip install -q "${py_missing[@]}"
 else
-    say "python: websockets, pytest, kosoku and pyzmq present"
+    say "python: websockets, pytest, kosoku, pyzmq and prometheus-client present"
 fi
 # The guide's Python snippet needs websockets >= 14 (`additional_headers=`).
 if ! "$PYTHON" - <<'PY'
