@@ -301,7 +301,7 @@ impl Collector for SnapshotCollector {
         let connections = ConstGauge::new(snapshot.connections as i64);
         connections.encode(encoder.encode_descriptor(
             "connections",
-            "Live subscriber sockets",
+            "Live subscriber sockets.",
             None,
             connections.metric_type(),
         )?)?;
@@ -320,19 +320,19 @@ fn encode_channels(
     let gauges: [Figure<ChannelSample, u64>; 3] = [
         (
             "subscriptions",
-            "Live sockets subscribed, per channel",
+            "Live sockets subscribed, per channel.",
             None,
             |c| c.subscribers,
         ),
         (
             "history_events",
-            "Events kept for resume, per channel",
+            "Events kept for resume, per channel.",
             None,
             |c| c.history_events,
         ),
         (
             "history",
-            "Bytes of events kept for resume, per channel",
+            "Bytes of events kept for resume, per channel.",
             Some(Unit::Bytes),
             |c| c.history_bytes,
         ),
@@ -367,7 +367,7 @@ fn encode_sources(
     };
     let mut connected = encoder.encode_descriptor(
         "source_connected",
-        "1 while the source is connected to its upstream",
+        "1 while the source is connected to its upstream.",
         None,
         prometheus_client::metrics::MetricType::Gauge,
     )?;
@@ -391,60 +391,65 @@ fn encode_source_counters(
     let counters: [Figure<SourceSample, Option<u64>>; 2] = [
         (
             "source_messages_received",
-            "Messages the source received from its upstream",
+            "Messages the source received from its upstream.",
             None,
             |s| s.received,
         ),
         (
             "source_events_published",
-            "Events the source published",
+            "Events the source published.",
             None,
             |s| s.published,
         ),
     ];
     for (name, help, _, value) in counters {
-        let mut family = encoder.encode_descriptor(
-            name,
-            help,
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for s in sources {
-            if let Some(v) = value(s) {
-                ConstCounter::new(v).encode(family.encode_family(&key(s))?)?;
-            }
-        }
+        let rows = sources.iter().filter_map(|s| Some((key(s), value(s)?)));
+        encode_counter_family(encoder, name, help, rows)?;
     }
     type ByReason = for<'a> fn(&'a SourceSample) -> &'a [(String, u64)];
     let by_reason: [(&str, &str, ByReason); 2] = [
         (
             "source_messages_skipped",
-            "Messages the source skipped on purpose, by reason",
+            "Messages the source skipped on purpose, by reason.",
             |s| &s.skipped,
         ),
         (
             "source_messages_malformed",
-            "Messages the source could not read, by reason",
+            "Messages the source could not read, by reason.",
             |s| &s.malformed,
         ),
     ];
     for (name, help, list) in by_reason {
-        let mut family = encoder.encode_descriptor(
-            name,
-            help,
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for s in sources {
-            for (reason, count) in list(s) {
+        let rows = sources.iter().flat_map(|s| {
+            list(s).iter().map(|(reason, count)| {
                 let labels = SourceReasonLabel {
                     source: s.source.clone(),
                     index: s.index.to_string(),
                     reason: reason.clone(),
                 };
-                ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
-            }
-        }
+                (labels, *count)
+            })
+        });
+        encode_counter_family(encoder, name, help, rows)?;
+    }
+    Ok(())
+}
+
+/// One counter family read at scrape time: its rows of labels and values.
+fn encode_counter_family<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl Iterator<Item = (L, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (labels, value) in rows {
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }

@@ -335,15 +335,18 @@ impl Hub {
         counts
     }
 
-    /// Asks a live client's socket to close with 4001 (an administrator's disconnect). When
-    /// this returns `Ok`, the socket sends no event it had not already taken.
-    pub fn disconnect(&self, client_id: Uuid) -> Result<(), HubError> {
-        let client = self
-            .fanout
+    fn live_client(&self, client_id: Uuid) -> Result<Arc<ClientState>, HubError> {
+        self.fanout
             .clients
             .get(&client_id)
             .map(|c| Arc::clone(c.value()))
-            .ok_or(HubError::UnknownClient(client_id))?;
+            .ok_or(HubError::UnknownClient(client_id))
+    }
+
+    /// Asks a live client's socket to close with 4001 (an administrator's disconnect). When
+    /// this returns `Ok`, the socket sends no event it had not already taken.
+    pub fn disconnect(&self, client_id: Uuid) -> Result<(), HubError> {
+        let client = self.live_client(client_id)?;
         client.activity.disconnect.store(true, Ordering::Release);
         // Clearing the mask stops delivery at once, as an unsubscribe does.
         client.mask.store(0, Ordering::Release);
@@ -359,12 +362,7 @@ impl Hub {
         caller: &Identity,
         requested: &[String],
     ) -> Result<Unsubscribed, HubError> {
-        let client = self
-            .fanout
-            .clients
-            .get(&client_id)
-            .map(|c| Arc::clone(c.value()))
-            .ok_or(HubError::UnknownClient(client_id))?;
+        let client = self.live_client(client_id)?;
         if client.owner != caller.owner() {
             return Err(HubError::NotOwner(client_id));
         }
