@@ -32,12 +32,15 @@ Examples:
   events-hub tail pdfm,orchestrator
   # Ten events as JSON lines, then exit:
   events-hub tail pdfm --count 10 --url http://hub.example:8080 | jq .message
+  # A hub serving TLS with a certificate from a private CA:
+  events-hub tail pdfm --url https://hub.example:8443 --ca-file /etc/events-hub/ca.pem
   # Resume after the last event you have (its seq and epoch):
   events-hub tail pdfm --since 41 --epoch 1795372862932252
   events-hub tail pdfm,orchestrator --since pdfm:41,orchestrator:7 --epoch 1795372862932252
 
-Exit codes: 0 after --count events (or Ctrl-C), 1 the hub refused the subscription or asked
-not to reconnect, 2 usage error. Connection losses are retried, resuming where it left off.";
+Exit codes: 0 after --count events (or Ctrl-C), 1 the hub refused the subscription, asked
+not to reconnect, or its TLS certificate is not trusted, 2 usage error (a bad --ca-file too).
+Connection losses are retried, resuming where it left off.";
 
 /// First wait before a reconnect; doubled after each failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -367,12 +370,14 @@ impl Tail {
         }
     }
 
-    /// The TCP connection and the WebSocket handshake. A refusal that retrying cannot change
-    /// (401, 403, 400) is an error; a timeout, a network failure, 408, 409, 429 and 5xx are
-    /// retried.
+    /// The TCP connection, TLS for `wss://` (with [`Remote::tls`]) and the WebSocket
+    /// handshake. A refusal that retrying cannot change (401, 403, 400, an untrusted
+    /// certificate) is an error; a timeout, a network failure, 408, 409, 429 and 5xx are retried.
     async fn connect(&self) -> Result<Handshake, CliError> {
         let request = self.request()?;
-        let connecting = tokio_tungstenite::connect_async(request);
+        let connector = tokio_tungstenite::Connector::Rustls(self.remote.tls.clone());
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector));
         match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Err(_) => Ok(Handshake::Retry("the handshake timed out".into())),
             Ok(Err(tungstenite::Error::Http(response))) => {
@@ -389,7 +394,10 @@ impl Tail {
                 }
                 Err(CliError::Refused { status, body })
             }
-            Ok(Err(error)) => Ok(Handshake::Retry(format!("cannot connect: {error}"))),
+            Ok(Err(error)) => match CliError::untrusted(&error) {
+                Some(untrusted) => Err(untrusted),
+                None => Ok(Handshake::Retry(format!("cannot connect: {error}"))),
+            },
             Ok(Ok((ws, _))) => Ok(Handshake::Open(Box::new(ws))),
         }
     }
