@@ -820,6 +820,8 @@ fn wait_for_quiet(max_secs: f64) -> f64 {
 }
 
 fn main() -> ExitCode {
+    // reqwest's TLS has no crypto provider of its own (Cargo.toml): the process default, ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if std::env::args().nth(1).as_deref() == Some("serve-baseline") {
         return baseline::serve();
     }

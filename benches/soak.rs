@@ -68,6 +68,8 @@ struct Churn {
 }
 
 fn main() -> ExitCode {
+    // reqwest's TLS has no crypto provider of its own (Cargo.toml): the process default, ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     if !(0.0..=30.0).contains(&args.minutes) {
         eprintln!("soak: --minutes must be between 0 and 30");

@@ -5,6 +5,7 @@
 //! | file | concern |
 //! | --- | --- |
 //! | `remote` | `--url`, `--token`/`--api-key`: where the hub is and how to authenticate |
+//! | `trust` | `--ca-file` and the roots: the TLS client configuration of `publish` and `tail` |
 //! | `error` | [`CliError`]: every failure of a client command, with its exit code |
 //! | `publish` | `events-hub publish`: one event, or NDJSON lines from stdin |
 //! | `tail` | `events-hub tail`: print a socket's events, reconnect and resume |
@@ -15,6 +16,7 @@ pub mod error;
 pub mod publish;
 pub mod remote;
 pub mod tail;
+pub mod trust;
 
 use std::path::PathBuf;
 

@@ -27,10 +27,12 @@ Examples:
   # One event per line, in order:
   printf '%s\\n' '{\"event_type\":\"pdfm\",\"message\":\"VM_DELETED\",\"body\":{\"vm_id\":\"vm-1\"}}' \\
     | events-hub publish --ndjson --url http://hub.example:8080
+  # A hub serving TLS with a certificate from a private CA:
+  events-hub publish pdfm VM_DELETED --url https://hub.example:8443 --ca-file /etc/events-hub/ca.pem
 
 Prints the hub's receipt, {\"ids\":[…],\"recipients\":N}, one line per event.
-Exit codes: 0 published, 1 the hub refused (its error body is shown) or cannot be reached,
-2 usage or input error.";
+Exit codes: 0 published, 1 the hub refused (its error body is shown), cannot be reached, or
+its TLS certificate is not trusted, 2 usage or input error (a bad --ca-file too).";
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
@@ -69,6 +71,8 @@ async fn publish(args: &PublishArgs, remote: &Remote) -> Result<(), CliError> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(args.timeout_secs.max(1)))
+        // Our own rustls configuration (webpki roots, `--ca-file`, the ring provider).
+        .tls_backend_preconfigured((*remote.tls).clone())
         .build()
         .map_err(|e| CliError::network(&e))?;
     let poster = Poster {

@@ -32,12 +32,15 @@ Examples:
   events-hub tail pdfm,orchestrator
   # Ten events as JSON lines, then exit:
   events-hub tail pdfm --count 10 --url http://hub.example:8080 | jq .message
+  # A hub serving TLS with a certificate from a private CA:
+  events-hub tail pdfm --url https://hub.example:8443 --ca-file /etc/events-hub/ca.pem
   # Resume after the last event you have (its seq and epoch):
   events-hub tail pdfm --since 41 --epoch 1795372862932252
   events-hub tail pdfm,orchestrator --since pdfm:41,orchestrator:7 --epoch 1795372862932252
 
-Exit codes: 0 after --count events (or Ctrl-C), 1 the hub refused the subscription or asked
-not to reconnect, 2 usage error. Connection losses are retried, resuming where it left off.";
+Exit codes: 0 after --count events (or Ctrl-C), 1 the hub refused the subscription, asked
+not to reconnect, or its TLS certificate is not trusted, 2 usage error (a bad --ca-file too).
+Connection losses are retried, resuming where it left off.";
 
 /// First wait before a reconnect; doubled after each failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -258,6 +261,48 @@ enum End {
     Lost { why: String, welcomed: bool },
 }
 
+/// How a handshake went, when it is not a refusal to give up on.
+enum Handshake {
+    /// Boxed: the socket is large, the other variant a string.
+    Open(Box<Ws>),
+    /// Reconnect after the back-off, for this reason.
+    Retry(String),
+}
+
+/// What a text frame asks of the frame loop.
+enum Step {
+    Next,
+    /// The welcome shows the hub restarted: close and reconnect at once.
+    Restarted,
+    /// `--count` reached, or stdout closed: close and exit.
+    Done,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The reconnect decision for a socket that ended (closed, broken, or a close frame): close
+/// codes 4500–4999 are final (SPEC §11), anything else is retried after the back-off.
+fn ended(
+    frame: Option<Result<Message, tungstenite::Error>>,
+    welcomed: bool,
+) -> Result<End, CliError> {
+    let why = match frame {
+        Some(Ok(Message::Close(frame))) => {
+            let (code, reason) = frame
+                .map(|f| (u16::from(f.code), f.reason.to_string()))
+                .unwrap_or((1005, String::new()));
+            if (4500..=4999).contains(&code) {
+                return Err(CliError::Final { code, reason });
+            }
+            format!("the hub closed the connection: {code} {reason}")
+        }
+        Some(Err(error)) => format!("connection lost: {error}"),
+        _ => "the connection closed".into(),
+    };
+    Ok(End::Lost { why, welcomed })
+}
+
 struct Tail {
     remote: Remote,
     channels: Vec<String>,
@@ -316,37 +361,55 @@ impl Tail {
 
     /// One connection: handshake, welcome, events until it ends.
     async fn session(&mut self) -> Result<End, CliError> {
+        match self.connect().await? {
+            Handshake::Open(ws) => self.frames(*ws).await,
+            Handshake::Retry(why) => Ok(End::Lost {
+                why,
+                welcomed: false,
+            }),
+        }
+    }
+
+    /// The TCP connection, TLS for `wss://` (with [`Remote::tls`]) and the WebSocket
+    /// handshake. A refusal that retrying cannot change (401, 403, 400, an untrusted
+    /// certificate) is an error; a timeout, a network failure, 408, 409, 429 and 5xx are retried.
+    async fn connect(&self) -> Result<Handshake, CliError> {
         let request = self.request()?;
-        let lost = |why: String| End::Lost {
-            why,
-            welcomed: false,
-        };
-        let ws =
-            match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request))
-                .await
-            {
-                Err(_) => return Ok(lost("the handshake timed out".into())),
-                Ok(Err(tungstenite::Error::Http(response))) => {
-                    let status = response.status().as_u16();
-                    let body = response
-                        .body()
-                        .as_ref()
-                        .map(|b| String::from_utf8_lossy(b).trim().to_owned())
-                        .unwrap_or_default();
-                    if matches!(status, 408 | 409 | 429 | 500..=599) {
-                        return Ok(lost(format!("the hub answered {status}: {body}")));
-                    }
-                    return Err(CliError::Refused { status, body });
+        let connector = tokio_tungstenite::Connector::Rustls(self.remote.tls.clone());
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector));
+        match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Err(_) => Ok(Handshake::Retry("the handshake timed out".into())),
+            Ok(Err(tungstenite::Error::Http(response))) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+                    .unwrap_or_default();
+                if matches!(status, 408 | 409 | 429 | 500..=599) {
+                    return Ok(Handshake::Retry(format!(
+                        "the hub answered {status}: {body}"
+                    )));
                 }
-                Ok(Err(error)) => return Ok(lost(format!("cannot connect: {error}"))),
-                Ok(Ok((ws, _))) => ws,
-            };
+                Err(CliError::Refused { status, body })
+            }
+            Ok(Err(error)) => match CliError::untrusted(&error) {
+                Some(untrusted) => Err(untrusted),
+                None => Ok(Handshake::Retry(format!("cannot connect: {error}"))),
+            },
+            Ok(Ok((ws, _))) => Ok(Handshake::Open(Box::new(ws))),
+        }
+    }
+
+    /// The frame loop of an open socket: pings, the idle deadline, the welcome, and events,
+    /// until `--count`, a restarted hub, or the socket's end ([`ended`] decides what then).
+    async fn frames(&mut self, ws: Ws) -> Result<End, CliError> {
         let (mut sink, mut stream) = ws.split();
         let ping_every = self.idle_limit / PINGS_PER_IDLE_TIMEOUT;
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut welcomed = false;
-        let lost = |why: String, welcomed: bool| Ok(End::Lost { why, welcomed });
         // Any frame (a pong to our pings included) pushes the deadline back; a separate timer,
         // so the ping ticks cannot restart it.
         let mut silent_until = tokio::time::Instant::now() + self.idle_limit;
@@ -358,54 +421,50 @@ impl Tail {
                         "nothing heard from the hub for {} s",
                         self.idle_limit.as_secs()
                     );
-                    return lost(why, welcomed);
+                    return Ok(End::Lost { why, welcomed });
                 }
                 _ = ping.tick() => {
                     if let Err(error) = sink.send(Message::Ping(Default::default())).await {
-                        return lost(format!("connection lost: {error}"), welcomed);
+                        let why = format!("connection lost: {error}");
+                        return Ok(End::Lost { why, welcomed });
                     }
                     continue;
                 }
             };
             silent_until = tokio::time::Instant::now() + self.idle_limit;
             let text = match frame {
-                None => return lost("the connection closed".into(), welcomed),
-                Some(Err(error)) => return lost(format!("connection lost: {error}"), welcomed),
-                Some(Ok(Message::Close(frame))) => {
-                    let (code, reason) = frame
-                        .map(|f| (u16::from(f.code), f.reason.to_string()))
-                        .unwrap_or((1005, String::new()));
-                    if (4500..=4999).contains(&code) {
-                        return Err(CliError::Final { code, reason });
-                    }
-                    return lost(
-                        format!("the hub closed the connection: {code} {reason}"),
-                        welcomed,
-                    );
-                }
                 Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return ended(frame, welcomed),
                 Some(Ok(_)) => continue,
             };
-            let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else {
-                eprintln!(
-                    "events-hub tail: a frame that is not JSON: {}",
-                    text.as_str()
-                );
-                continue;
+            let end = match self.text(text.as_str(), &mut welcomed)? {
+                Step::Next => continue,
+                Step::Restarted => End::Again,
+                Step::Done => End::Done,
             };
-            if !welcomed && value["message"] == WELCOME_MESSAGE {
-                welcomed = true;
-                if self.cursor.welcome(&value["body"]) == Welcome::Restarted {
-                    close(&mut sink, &mut stream).await;
-                    return Ok(End::Again);
-                }
-                continue;
-            }
-            if self.frame(text.as_str(), &value)? {
-                close(&mut sink, &mut stream).await;
-                return Ok(End::Done);
-            }
+            close(&mut sink, &mut stream).await;
+            return Ok(end);
         }
+    }
+
+    /// A text frame: the welcome (once) or an event.
+    fn text(&mut self, text: &str, welcomed: &mut bool) -> Result<Step, CliError> {
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            eprintln!("events-hub tail: a frame that is not JSON: {text}");
+            return Ok(Step::Next);
+        };
+        if !*welcomed && value["message"] == WELCOME_MESSAGE {
+            *welcomed = true;
+            if self.cursor.welcome(&value["body"]) == Welcome::Restarted {
+                return Ok(Step::Restarted);
+            }
+            return Ok(Step::Next);
+        }
+        Ok(if self.frame(text, &value)? {
+            Step::Done
+        } else {
+            Step::Next
+        })
     }
 
     /// Prints an event frame (notices go to stderr); true once `--count` is reached or stdout

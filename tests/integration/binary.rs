@@ -120,7 +120,7 @@ async fn first_run_prints_a_working_token_and_sigterm_exits_0_after_closing_sock
         .await
         .expect("connect");
     assert_eq!(next_json(&mut ws).await["event_type"], "global");
-    let response = reqwest::Client::new()
+    let response = http_client()
         .post(format!("http://{addr}/v1/events"))
         .bearer_auth(&token)
         .json(&serde_json::json!({"event_type": "pdfm", "message": "HELLO"}))
@@ -248,7 +248,7 @@ async fn mint_token_signs_with_the_configured_secret() {
     assert_eq!(token.split('.').count(), 3);
 
     let (_hub, addr, _) = start(&env);
-    let response = reqwest::Client::new()
+    let response = http_client()
         .post(format!("http://{addr}/v1/events"))
         .bearer_auth(&token)
         .json(&serde_json::json!({"event_type": "global", "message": "MINTED"}))
@@ -345,7 +345,7 @@ async fn sigterm_under_load_delivers_every_accepted_event_then_the_notice_and_10
         let progress = progress.clone();
         async move {
             let token = mint("pub", &[events_hub::config::EVENTS_PUBLISH], &[], 600);
-            let http = reqwest::Client::new();
+            let http = http_client();
             let mut accepted = 0u64;
             loop {
                 let batch: Vec<serde_json::Value> = (accepted..accepted + 10)
@@ -480,7 +480,7 @@ async fn no_credential_ever_reaches_the_logs() {
             close(ws).await;
         }
     }
-    let http = reqwest::Client::new();
+    let http = http_client();
     let _ = http
         .post(format!("http://{addr}/v1/events"))
         .header("x-api-key", api_key)
@@ -538,7 +538,7 @@ async fn sigterm_during_a_replay_sends_the_whole_replay_then_the_notice_before_e
         ("EVENTS_HUB__LOG__LEVEL", "warn"),
     ];
     let (mut hub, addr, _) = start(&secret);
-    let http = reqwest::Client::new();
+    let http = http_client();
     let publisher = mint("pub", &[events_hub::config::EVENTS_PUBLISH], &[], 600);
     // 1 KiB each: about 6 MB, more than the socket buffers hold, so the replay is still
     // running when the signal comes.

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdout, Command};
 
+use crate::common::certs::{TestCa, TlsFiles};
 use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_events-hub");
@@ -25,6 +26,7 @@ fn events_hub(args: &[&str]) -> Command {
         .env_remove("EVENTS_HUB_TOKEN")
         .env_remove("EVENTS_HUB_API_KEY")
         .env_remove("EVENTS_HUB_URL")
+        .env_remove("EVENTS_HUB_CA_FILE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -212,7 +214,7 @@ async fn publish_reads_the_body_from_stdin_and_shows_the_hubs_error_with_exit_1(
     let (code, _, _) = run(publish(&addr, &["pdfm"]), "").await;
     assert_eq!(code, 2);
     let (code, _, _) = run(
-        events_hub(&["publish", "pdfm", "X", "--url", "https://h"]),
+        events_hub(&["publish", "pdfm", "X", "--url", "ftp://h"]),
         "",
     )
     .await;
@@ -271,6 +273,86 @@ async fn ndjson_lines_publish_one_event_each_in_order_and_stop_at_a_bad_line() {
         .filter_map(|e| e["message"].as_str())
         .collect();
     assert_eq!(messages.last(), Some(&"BEFORE"), "{messages:?}");
+}
+
+/// A hub serving TLS with a leaf of a throw-away CA, the files (kept while the test runs), its
+/// `https://` URL, and the CA's certificate as `ca.pem`.
+async fn tls_hub() -> (TestHub, TlsFiles, String, String) {
+    let ca = TestCa::new();
+    let files = TlsFiles::new(&ca.leaf());
+    let ca_pem = files.extra("ca.pem", &ca.cert_pem());
+    let (cert, key) = (files.cert_str(), files.key_str());
+    let hub = TestHub::start_with(move |s| {
+        s.server.tls.cert = cert;
+        s.server.tls.key = key;
+    })
+    .await;
+    let url = format!("https://127.0.0.1:{}", hub.addr.port());
+    (hub, files, url, ca_pem)
+}
+
+fn tls_publish(url: &str, extra: &[&str]) -> Command {
+    let token = mint("publisher", &["EVENTS_PUBLISH"], &[], 3600);
+    let mut args = vec![
+        "publish", "pdfm", "OVER_TLS", "--url", url, "--token", &token,
+    ];
+    args.extend_from_slice(extra);
+    events_hub(&args)
+}
+
+fn tls_tail(url: &str, extra: &[&str]) -> Command {
+    let mut args = vec!["tail", "pdfm", "--count", "1", "--url", url];
+    args.extend_from_slice(extra);
+    let mut command = events_hub(&args);
+    command.env("EVENTS_HUB_TOKEN", mint("tail", &["READ_ONLY"], &[], 3600));
+    command
+}
+
+#[tokio::test]
+async fn publish_and_tail_talk_to_a_tls_hub_whose_private_ca_is_given_by_ca_file() {
+    let (hub, _files, url, ca) = tls_hub().await;
+    // tail by the environment variable, publish by the flag.
+    let mut command = tls_tail(&url, &[]);
+    command.env("EVENTS_HUB_CA_FILE", &ca);
+    let mut tail = spawn(command);
+    subscribed(&hub, 1).await;
+
+    let (code, stdout, stderr) = run(tls_publish(&url, &["--ca-file", &ca]), "").await;
+    assert_eq!(code, 0, "{stderr}");
+    let receipt: Value = serde_json::from_str(stdout.trim()).expect("the receipt is JSON");
+    assert_eq!(receipt["recipients"], 1, "{receipt}");
+
+    let event = tail.next_json().await;
+    assert_eq!(event["message"], "OVER_TLS", "{event}");
+    let (code, stderr) = tail.exit().await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test]
+async fn an_untrusted_hub_certificate_is_exit_1_naming_ca_file_and_a_bad_ca_file_exit_2() {
+    let (_hub, files, url, _ca) = tls_hub().await;
+    // The public roots alone do not trust the private CA: exit 1 at once (tail does not retry).
+    for command in [tls_publish(&url, &[]), tls_tail(&url, &[])] {
+        let (code, _, stderr) = run(command, "").await;
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains("certificate is not trusted") && stderr.contains("--ca-file"),
+            "{stderr}"
+        );
+    }
+    // A --ca-file that is not PEM, or not there: exit 2, naming the file.
+    let not_pem = files.extra("not-a-ca.pem", "this is not a certificate\n");
+    let missing = format!("{not_pem}.missing");
+    for file in [&not_pem, &missing] {
+        for command in [
+            tls_publish(&url, &["--ca-file", file]),
+            tls_tail(&url, &["--ca-file", file]),
+        ] {
+            let (code, _, stderr) = run(command, "").await;
+            assert_eq!(code, 2, "{stderr}");
+            assert!(stderr.contains(file.as_str()), "{stderr}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -365,7 +447,11 @@ fn sigterm_and_wait(hub: &mut Hub) {
 
 /// `GET /readyz` of a hub binary: its live client count.
 async fn clients(addr: &str) -> Option<u64> {
-    let response = reqwest::get(format!("http://{addr}/readyz")).await.ok()?;
+    let response = http_client()
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .ok()?;
     response.json::<Value>().await.ok()?["clients"].as_u64()
 }
 
@@ -381,7 +467,7 @@ async fn until_clients(addr: &str, n: u64) {
 }
 
 async fn publish_to(addr: &str, message: &str) {
-    let response = reqwest::Client::new()
+    let response = http_client()
         .post(format!("http://{addr}/v1/events"))
         .bearer_auth(mint("publisher", &["EVENTS_PUBLISH"], &[], 3600))
         .json(&json!({"event_type": "pdfm", "message": message}))
@@ -505,7 +591,9 @@ async fn a_demo_hub_streams_events_within_a_deadline_and_reports_the_source() {
         }
     }
     assert_eq!(tail.exit().await.0, 0);
-    let ready: Value = reqwest::get(format!("http://{addr}/readyz"))
+    let ready: Value = http_client()
+        .get(format!("http://{addr}/readyz"))
+        .send()
         .await
         .expect("readyz")
         .json()

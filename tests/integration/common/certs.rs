@@ -48,6 +48,11 @@ impl TestCa {
         }
     }
 
+    /// The CA's own certificate, PEM-encoded (what a client's `--ca-file` holds).
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
     /// A client configuration that trusts this CA and nothing else.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
@@ -101,6 +106,13 @@ impl TlsFiles {
     pub fn write(&self, leaf: &Leaf) {
         std::fs::write(&self.cert, &leaf.cert_pem).expect("write cert");
         std::fs::write(&self.key, &leaf.key_pem).expect("write key");
+    }
+
+    /// Writes another file into the directory (removed with it) and returns its path.
+    pub fn extra(&self, name: &str, contents: &str) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, contents).expect("write extra file");
+        path.to_str().expect("utf-8 path").to_owned()
     }
 
     pub fn cert_str(&self) -> String {

@@ -183,6 +183,7 @@ impl TestHub {
 
     /// An HTTP client whose connections come from `source`.
     pub fn http_from(&self, source: IpAddr) -> reqwest::Client {
+        install_ring();
         reqwest::Client::builder()
             .local_address(source)
             .build()
@@ -230,6 +231,19 @@ impl TestHub {
             .expect("unsubscribe request");
         json_response(response).await
     }
+}
+
+/// reqwest's TLS is built without a crypto provider of its own (the CLI hands it a rustls
+/// configuration on `ring`, src/cli/trust.rs), so a client built the default way needs the
+/// process's default provider: `ring`, installed once.
+pub fn install_ring() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A default reqwest client (see [`install_ring`]).
+pub fn http_client() -> reqwest::Client {
+    install_ring();
+    reqwest::Client::new()
 }
 
 pub fn mint(subject: &str, claims: &[&str], roles: &[&str], ttl_secs: u64) -> String {
