@@ -26,7 +26,7 @@ impl Scrape {
 }
 
 async fn scrape_at(url: &str) -> Scrape {
-    let response = reqwest::get(url).await.expect("GET /metrics");
+    let response = http_client().get(url).send().await.expect("GET /metrics");
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"].to_str().unwrap_or("");
     assert!(
@@ -275,7 +275,7 @@ async fn a_metrics_listener_of_its_own_takes_the_route_off_the_main_one() {
     assert_eq!(own.get("events_hub_connections"), 0.0);
     assert_eq!(hub.get("/metrics").await.0, 404);
     let token = hub.token("reader", &[READ_ONLY]);
-    let elsewhere = reqwest::Client::new()
+    let elsewhere = http_client()
         .get(format!("http://{addr}/v1/events?event_type=pdfm"))
         .bearer_auth(token)
         .send()
