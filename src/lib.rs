@@ -9,6 +9,7 @@
 //! | [`protocol`] | the wire format: event envelope, client messages, error frames |
 //! | [`config`] | settings: defaults, file, environment, validation |
 //! | [`channels`] | the configured channels by name and id; a subscription set as a bit mask |
+//! | [`metrics`] | Prometheus metrics: one registry per hub, counted on the path, read at scrape |
 //! | [`fanout`] | local delivery: a broadcast sender per channel, the live clients of this node |
 //! | [`broker`] | the `Broker` seam: `seq`, history, delivery into `fanout` (`MemoryBroker` today) |
 //! | [`hub`] | the registry: clients, subscriptions, where each stream starts (resume) |
@@ -19,7 +20,7 @@
 //! | [`ws`] | one task per socket: frames out, client messages in, heartbeat, close codes |
 //! | [`publisher`] | the one way events are published: routes and sources call it |
 //! | [`sources`] | event sources the hub subscribes to itself (OpenNebula's Hook Manager, the demo fleet) |
-//! | [`routes`] | the HTTP handlers: subscribe, unsubscribe, publish, history, health |
+//! | [`routes`] | the HTTP handlers: subscribe, unsubscribe, publish, history, health, metrics, admin |
 //! | [`app`] | `AppState` and `fn app(state) -> Router`: the handlers on their paths |
 //! | [`refusal_body`] | the error body on hyper's own 400/414/431 answers |
 //! | [`lingering_tcp`] | closing a connection without a reset |
