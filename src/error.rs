@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The per-IP admission limit is reached.
     #[error("IP address {0} already has an active WebSocket connection")]
     IpBusy(IpAddr),
+    /// An `Idempotency-Key` reused for a different request within its window.
+    #[error("{0}")]
+    KeyReused(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -63,7 +66,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::IpBusy(_) => StatusCode::CONFLICT,
+            Self::IpBusy(_) | Self::KeyReused(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
@@ -84,6 +87,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::IpBusy(_) => "connection_limit",
+            Self::KeyReused(_) => "idempotency_key_reused",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::UpgradeRequired(_) => "upgrade_required",
@@ -152,6 +156,7 @@ impl From<crate::broker::PublishError> for ApiError {
         match error {
             PublishError::Invalid(message) => Self::BadRequest(message),
             PublishError::ShuttingDown => Self::Unavailable(error.to_string()),
+            PublishError::KeyReused => Self::KeyReused(error.to_string()),
         }
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! | module | concern |
 //! | --- | --- |
+//! | [`idempotency`] | idempotent publish: the bounded memory of answered `Idempotency-Key`s |
 //! | [`identity`] | who is calling: `Identity`, `Method`, `Owner`, claim names |
 //! | [`protocol`] | the wire format: event envelope, client messages, error frames |
 //! | [`config`] | settings: defaults, file, environment, validation |
@@ -42,6 +43,7 @@ pub mod config;
 pub mod error;
 pub mod fanout;
 pub mod hub;
+pub mod idempotency;
 pub mod identity;
 pub mod lingering_tcp;
 pub mod metrics;

@@ -7,17 +7,40 @@ use std::sync::Arc;
 
 use crate::broker::{Broker, Event, PublishError, Receipt};
 use crate::channels::{ChannelId, Channels};
+use crate::idempotency::{Replies, Seen, Weight};
 use crate::protocol::PublishEvent;
 
 #[derive(Clone)]
 pub struct Publisher {
     channels: Arc<Channels>,
     broker: Arc<dyn Broker>,
+    /// `None` when `limits.idempotency_window_secs = 0`.
+    replies: Option<Arc<Replies<Receipt>>>,
+}
+
+impl Weight for Receipt {
+    fn weight(&self) -> usize {
+        self.ids.len().max(1)
+    }
+}
+
+/// A publish's answer, and whether it repeats an earlier one (an `Idempotency-Key` retry).
+pub struct Published {
+    pub receipt: Receipt,
+    pub repeated: bool,
 }
 
 impl Publisher {
-    pub fn new(channels: Arc<Channels>, broker: Arc<dyn Broker>) -> Self {
-        Self { channels, broker }
+    pub fn new(
+        channels: Arc<Channels>,
+        broker: Arc<dyn Broker>,
+        replies: Option<Replies<Receipt>>,
+    ) -> Self {
+        Self {
+            channels,
+            broker,
+            replies: replies.map(Arc::new),
+        }
     }
 
     /// The channel named `name`, to publish on.
@@ -46,6 +69,36 @@ impl Publisher {
     /// it, in order per channel. `ShuttingDown` once publishing is closed.
     pub fn publish(&self, events: Vec<Event>) -> Result<Receipt, PublishError> {
         self.broker.publish(events)
+    }
+
+    /// [`publish`](Self::publish) once per `key` within the window: a repeat with the same
+    /// `fingerprint` gets the first receipt and publishes nothing; the same key for another
+    /// request is [`PublishError::KeyReused`]. Without a key, or with the window off, it
+    /// simply publishes. `key` must already be scoped to the caller.
+    pub fn publish_once(
+        &self,
+        key: Option<String>,
+        fingerprint: [u8; 32],
+        events: Vec<Event>,
+    ) -> Result<Published, PublishError> {
+        let (Some(key), Some(replies)) = (key, &self.replies) else {
+            let receipt = self.publish(events)?;
+            return Ok(Published {
+                receipt,
+                repeated: false,
+            });
+        };
+        match replies.once(key, fingerprint, || self.publish(events))? {
+            Seen::New(receipt) => Ok(Published {
+                receipt,
+                repeated: false,
+            }),
+            Seen::Repeat(receipt) => Ok(Published {
+                receipt,
+                repeated: true,
+            }),
+            Seen::Conflict => Err(PublishError::KeyReused),
+        }
     }
 
     /// The channel event `i` of a batch names, unless it is unknown or reserved.

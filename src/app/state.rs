@@ -9,11 +9,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::{Admission, ClientIpResolver};
 use crate::auth::Authenticator;
-use crate::broker::{Broker, MemoryBroker};
+use crate::broker::{Broker, MemoryBroker, Receipt};
 use crate::channels::Channels;
 use crate::config::{ConfigError, Settings};
 use crate::fanout::Fanout;
 use crate::hub::Hub;
+use crate::idempotency::Replies;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::sources::Sources;
@@ -77,7 +78,7 @@ impl AppState {
         ));
         let hub = Hub::new(Arc::clone(&channels), fanout, Arc::clone(&broker));
         Ok(Self {
-            publisher: Publisher::new(channels, broker),
+            publisher: Publisher::new(channels, broker, idempotency(&settings)),
             hub,
             auth: Arc::new(auth),
             client_ips: Arc::new(client_ips),
@@ -94,4 +95,15 @@ impl AppState {
             settings: Arc::new(settings),
         })
     }
+}
+
+/// The idempotent-publish memory, unless `limits.idempotency_window_secs` is 0.
+fn idempotency(settings: &Settings) -> Option<Replies<Receipt>> {
+    let limits = &settings.limits;
+    (limits.idempotency_window_secs > 0).then(|| {
+        Replies::new(
+            std::time::Duration::from_secs(limits.idempotency_window_secs),
+            limits.idempotency_max_events.get(),
+        )
+    })
 }

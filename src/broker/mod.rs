@@ -34,7 +34,7 @@ pub struct Event {
 }
 
 /// The `202` answer to a publish.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Receipt {
     pub ids: Vec<String>,
     pub recipients: usize,
@@ -47,6 +47,10 @@ pub enum PublishError {
     Invalid(String),
     #[error("the hub is shutting down and accepts no more events")]
     ShuttingDown,
+    #[error(
+        "this Idempotency-Key was used for a different request within its window; use a new key for a new request"
+    )]
+    KeyReused,
 }
 
 /// One channel opened for a registering client ([`Broker::attach`]).

@@ -18,6 +18,11 @@ pub struct LimitSettings {
     pub max_publish_bytes: NonZeroUsize,
     #[serde(deserialize_with = "nonzero")]
     pub max_batch_events: NonZeroUsize,
+    /// How long a publish's `Idempotency-Key` is remembered; 0 turns the feature off.
+    pub idempotency_window_secs: u64,
+    /// Event ids the remembered receipts may hold in all, the oldest dropped first.
+    #[serde(deserialize_with = "nonzero")]
+    pub idempotency_max_events: NonZeroUsize,
 }
 
 impl LimitSettings {

@@ -2,20 +2,24 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::state::AppState;
 use crate::error::ApiError;
+use crate::idempotency;
+use crate::identity::Identity;
 use crate::protocol;
 
 use super::extract::{Claimed, Publish, PublishBody};
 
 pub(crate) async fn publish(
     State(app): State<AppState>,
-    _: Claimed<Publish>,
+    Claimed(identity, _): Claimed<Publish>,
+    headers: HeaderMap,
     PublishBody(bytes): PublishBody,
 ) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers, &identity)?;
     let limits = &app.settings.limits;
     let events = protocol::parse_publish_body(&bytes).map_err(ApiError::BadRequest)?;
     if events.is_empty() {
@@ -29,6 +33,30 @@ pub(crate) async fn publish(
         )));
     }
     let events = app.publisher.prepare(events)?;
-    let receipt = app.publisher.publish(events)?;
-    Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
+    let fingerprint = idempotency::fingerprint(&bytes);
+    let published = app.publisher.publish_once(key, fingerprint, events)?;
+    let replayed = [(REPLAYED, if published.repeated { "true" } else { "false" })];
+    Ok((StatusCode::ACCEPTED, replayed, Json(published.receipt)).into_response())
+}
+
+/// Says whether a `202` repeats an earlier answer to the same `Idempotency-Key`.
+const REPLAYED: &str = "idempotent-replayed";
+
+/// The request's `Idempotency-Key`, scoped to its caller: the same key from two publishers is
+/// two keys. `400` for a key that is not 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap, caller: &Identity) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().ok().filter(|k| idempotency::valid_key(k));
+    let Some(key) = key else {
+        return Err(ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {} visible ASCII characters",
+            idempotency::MAX_KEY_LEN
+        )));
+    };
+    Ok(Some(format!(
+        "{:?}\u{0}{}\u{0}{key}",
+        caller.method, caller.subject
+    )))
 }

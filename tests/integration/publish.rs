@@ -1,7 +1,7 @@
 //! `POST /v1/events`: single, batch, targeted, and every refusal (nothing of a refused batch
 //! is published).
 
-use events_hub::config::READ_ONLY;
+use events_hub::config::{EVENTS_PUBLISH, READ_ONLY};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -224,4 +224,128 @@ async fn refusals_carry_the_error_body_and_publish_nothing() {
     hub.publish(&json!({"event_type": "pdfm", "message": "FIRST"}))
         .await;
     assert_eq!(next_json(&mut ws).await["message"], "FIRST");
+}
+
+/// `GET path` with a bearer token; the JSON body (asserting 200).
+async fn get_json(hub: &TestHub, path: &str, token: &str) -> Value {
+    let response = hub
+        .http()
+        .get(hub.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET");
+    let (status, body) = json_response(response).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// `POST /v1/events` with a publisher token and an `Idempotency-Key`.
+async fn publish_keyed(
+    hub: &TestHub,
+    token: &str,
+    key: &str,
+    body: &Value,
+) -> (u16, Option<String>, Value) {
+    let response = hub
+        .http()
+        .post(hub.url("/v1/events"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("publish request");
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (status, body) = json_response(response).await;
+    (status, replayed, body)
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_publishes_once_and_gets_the_same_receipt() {
+    let hub = TestHub::start().await;
+    let (mut ws, _) = hub.subscribe(ip(1), "alice", "pdfm").await;
+    let token = hub.publisher();
+    let event = json!({"event_type": "pdfm", "message": "ONCE"});
+    let (status, replayed, first) = publish_keyed(&hub, &token, "retry-1", &event).await;
+    assert_eq!((status, replayed.as_deref()), (202, Some("false")));
+    let (status, replayed, again) = publish_keyed(&hub, &token, "retry-1", &event).await;
+    assert_eq!((status, replayed.as_deref()), (202, Some("true")));
+    assert_eq!(first, again, "the same receipt, ids included");
+    // A new key publishes; the subscriber sees ONCE exactly once, then NEXT.
+    let next = json!({"event_type": "pdfm", "message": "NEXT"});
+    assert_eq!(publish_keyed(&hub, &token, "retry-2", &next).await.0, 202);
+    assert_eq!(next_json(&mut ws).await["message"], "ONCE");
+    assert_eq!(next_json(&mut ws).await["message"], "NEXT");
+    let page = get_json(&hub, "/v1/events?event_type=pdfm", &hub.reader("alice")).await;
+    assert_eq!(page["last_seq"], 2, "two events in all");
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_publish_once() {
+    let hub = TestHub::start().await;
+    let token = hub.publisher();
+    let event = json!({"event_type": "pdfm", "message": "RACE"});
+    let requests = (0..16).map(|_| publish_keyed(&hub, &token, "race", &event));
+    let answers = futures_util::future::join_all(requests).await;
+    let receipts: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|(status, _, body)| {
+            assert_eq!(*status, 202);
+            body["ids"].to_string()
+        })
+        .collect();
+    assert_eq!(receipts.len(), 1, "every answer carries the one receipt");
+    let fresh = answers
+        .iter()
+        .filter(|(_, r, _)| r.as_deref() == Some("false"));
+    assert_eq!(fresh.count(), 1);
+    let page = get_json(&hub, "/v1/events?event_type=pdfm", &hub.reader("r")).await;
+    assert_eq!(page["last_seq"], 1);
+}
+
+#[tokio::test]
+async fn a_key_reused_for_another_body_is_409_and_publishes_nothing() {
+    let hub = TestHub::start().await;
+    let token = hub.publisher();
+    let first = json!({"event_type": "pdfm", "message": "A"});
+    assert_eq!(publish_keyed(&hub, &token, "k", &first).await.0, 202);
+    let other = json!({"event_type": "pdfm", "message": "B"});
+    let (status, _, body) = publish_keyed(&hub, &token, "k", &other).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("idempotency_key_reused"))
+    );
+    assert_eq!(body["code"], 409);
+    // Another publisher's identical key is its own key.
+    let someone_else = hub.token("other-publisher", &[EVENTS_PUBLISH]);
+    assert_eq!(publish_keyed(&hub, &someone_else, "k", &other).await.0, 202);
+    let page = get_json(&hub, "/v1/events?event_type=pdfm", &hub.reader("r")).await;
+    assert_eq!(page["last_seq"], 2);
+    // A key that is not visible ASCII, or too long: 400 before anything is published.
+    for bad in ["", &"x".repeat(256)] {
+        let (status, _, body) = publish_keyed(&hub, &token, bad, &first).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("bad_request")),
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_the_window_off_the_key_is_ignored() {
+    let hub = TestHub::start_with(|s| s.limits.idempotency_window_secs = 0).await;
+    let token = hub.publisher();
+    let event = json!({"event_type": "pdfm", "message": "TWICE"});
+    for _ in 0..2 {
+        let (status, replayed, _) = publish_keyed(&hub, &token, "k", &event).await;
+        assert_eq!((status, replayed.as_deref()), (202, Some("false")));
+    }
+    let page = get_json(&hub, "/v1/events?event_type=pdfm", &hub.reader("r")).await;
+    assert_eq!(page["last_seq"], 2);
 }
