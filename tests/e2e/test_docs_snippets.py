@@ -59,11 +59,15 @@ class Context:
     held: list = field(default_factory=list)  # (socket, client_id) the runner holds
     admin: str = ""
 
+    live_epoch: bool = False
+
     def substitute(self, text: str, client_id: str | None) -> str:
         text = text.replace("cargo run --release -- ", "events-hub ")
+        text = text.replace("/etc/events-hub/hub.toml", str(REPO_ROOT / "config/default.toml"))
         text = text.replace("dev-secret", SECRET)
         text = PORT_PLACEHOLDERS.sub(f"127.0.0.1:{self.hub.port}", text)
-        text = re.sub(r"(epoch[=:]\s*|--epoch )\d{10,}", lambda m: f"{m.group(1)}{self.epoch}", text)
+        if self.live_epoch:
+            text = re.sub(r"(epoch=|--epoch )\d{10,}", lambda m: f"{m.group(1)}{self.epoch}", text)
         text = text.replace("<jwt>", self.env["TOKEN"]).replace("<token>", self.env["TOKEN"])
         if client_id:
             text = UUID.sub(client_id, text)
@@ -86,7 +90,7 @@ def open_socket(hub, token: str, channels: str, source_ip: str):
 
     sock = socket.create_connection(("127.0.0.1", hub.port), source_address=(source_ip, 0))
     ws = connect(f"{hub.ws}/v1/ws/subscribe?event_types={channels}", sock=sock,
-                 additional_headers={"Authorization": f"Bearer {token}"})
+                 additional_headers={"Authorization": f"Bearer {token}"}).__enter__()
     welcome = json.loads(ws.recv(timeout=LINE_DEADLINE))
     return ws, welcome["body"]["client_id"], welcome["body"]["epoch"]
 
@@ -199,6 +203,8 @@ def run_step(ctx: Context, snip: ds.Snippet, step: ds.Step, setup: str, client_i
               if ds.clean(t).strip() not in TTY_ONLY]
     if long_running and not step.shown:
         expect.append(("any-line", ""))
+    if snip.options.get("order") == "any" and not long_running:
+        return run_unordered(ctx, proc, out, command, expect, snip)
     try:
         if not published and pub_after is None:
             held = {cid for _, cid in ctx.held}
@@ -228,7 +234,10 @@ def run_step(ctx: Context, snip: ds.Snippet, step: ds.Step, setup: str, client_i
                 source, line = item
                 if not line.strip() or NOISE.match(line):
                     continue
-                diff = [] if kind == "any-line" else ds.line_diff(text, line)
+                if kind == "any-line":
+                    diff = [] if source == "stdout" else ["(stderr)"]
+                else:
+                    diff = ds.line_diff(text, line)
                 if not diff:
                     matched += 1
                     wildcard = False
@@ -269,6 +278,31 @@ def run_step(ctx: Context, snip: ds.Snippet, step: ds.Step, setup: str, client_i
                 failures.append(f"output does not contain {m.group(1)!r}: {out.seen}")
 
 
+def run_unordered(ctx, proc, out, command, expect, snip) -> list[str]:
+    """`order: any`: the command's stdout, once it exited, matches the shown lines as a set."""
+    try:
+        code = proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return [f"`{command[:80]}` still running after 20 s"]
+    out.join()
+    printed = [line for src, line in out.rest(2) if src == "stdout" and line.strip()]
+    failures = []
+    for kind, text in expect:
+        if kind != "out":
+            continue
+        hit = next((line for line in printed if not ds.line_diff(text, line)), None)
+        if hit is None:
+            failures.append(f"`{command[:80]}`: no line like {text!r} in {printed}")
+        else:
+            printed.remove(hit)
+    if printed:
+        failures.append(f"`{command[:80]}` printed more than the docs show: {printed}")
+    if code != int(snip.options.get("exit", "0")):
+        failures.append(f"`{command[:80]}` exited {code}")
+    return failures
+
+
 def run_snippet(snip: ds.Snippet, tmp_path: Path) -> list[str]:
     """Starts the hub the marker asks for and runs the snippet; returns the failures."""
     bindir = tmp_path / "bin"
@@ -276,7 +310,9 @@ def run_snippet(snip: ds.Snippet, tmp_path: Path) -> list[str]:
     link = bindir / "events-hub"
     if not link.exists():
         link.symlink_to(hub_binary())
-    with running_hub(tmp_path, args=hub_args(snip.options.get("hub", "default"), tmp_path)) as hub:
+    hub_env = dict(kv.split("=", 1) for kv in snip.options.get("hub-env", "").split(",") if kv)
+    with running_hub(tmp_path, extra_env=hub_env,
+                     args=hub_args(snip.options.get("hub", "default"), tmp_path)) as hub:
         token = hub.mint_token("alice", "READ_ONLY,EVENTS_PUBLISH")
         env = {
             **hub.env,
@@ -291,6 +327,8 @@ def run_snippet(snip: ds.Snippet, tmp_path: Path) -> list[str]:
             "NODE_PATH": str(E2E_DIR / "node_modules"),
             "NO_COLOR": "1",
         }
+        if "unset" in snip.options:
+            env.pop(snip.options["unset"], None)
         cwd = REPO_ROOT
         if "save" in snip.options:
             cwd = tmp_path / "work"
@@ -298,7 +336,8 @@ def run_snippet(snip: ds.Snippet, tmp_path: Path) -> list[str]:
             (cwd / snip.options["save"]).write_text(snip.text + "\n")
         probe, _, epoch = open_socket(hub, token, "pdfm", "127.0.0.3")  # reads the epoch
         probe.close()
-        ctx = Context(hub, env, cwd, epoch, admin=env["ADMIN"])
+        ctx = Context(hub, env, cwd, epoch, admin=env["ADMIN"],
+                      live_epoch=snip.options.get("epoch") == "live")
         poll_until(lambda: not ctx.clients(), LINE_DEADLINE, "the probe socket to close")
         client_id = None
         try:
