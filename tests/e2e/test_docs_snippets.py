@@ -263,6 +263,9 @@ def run_step(ctx: Context, snip: ds.Snippet, step: ds.Step, setup: str, client_i
         if code != want:
             failures.append(f"`{command[:80]}` exited {code}, docs expect {want}; printed {out.seen}")
         return failures
+    except AssertionError as e:  # a deadline passed: the snippet did not do what the docs say
+        failures.append(f"`{command[:80]}`: {e}; printed {out.seen}")
+        return failures
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -395,17 +398,36 @@ def _snippet(name: str) -> ds.Snippet:
     return found[0]
 
 
-@pytest.mark.parametrize("mutate", [
-    pytest.param(lambda t: t.replace("/v1/events", "/v1/event"), id="wrong-path"),
-    pytest.param(lambda t: t.replace("-H", "--headr", 1), id="wrong-flag"),
-    pytest.param(lambda t: t.replace('"event_type":"pdfm"', '"event_type":"nope"'), id="wrong-body"),
+@pytest.mark.parametrize("name,mutate", [
+    pytest.param("publish-curl", lambda t: t.replace("/v1/events", "/v1/event"), id="curl-wrong-path"),
+    pytest.param("publish-curl", lambda t: t.replace("-H", "--headr", 1), id="curl-wrong-flag"),
+    pytest.param("publish-curl", lambda t: t.replace('"event_type":"pdfm"', '"event_type":"nope"'),
+                 id="curl-wrong-channel"),
+    pytest.param("cli-demo", lambda t: t.replace("--body", "--bdy"), id="cli-wrong-flag"),
+    pytest.param("subscribe-websocat", lambda t: t.replace("/v1/ws/subscribe", "/v1/ws/subscr"),
+                 id="websocat-wrong-path"),
+    # The guide's old spelling: websockets 14 and later refuse `extra_headers=`.
+    pytest.param("python-client", lambda t: t.replace("additional_headers=", "extra_headers="),
+                 id="python-old-api"),
+    pytest.param("node-client", lambda t: t.replace('"ping"', '"pings"'), id="node-wrong-message"),
 ])
-def test_runner_reports_a_rotten_snippet(mutate, tmp_path: Path):
-    good = _snippet("publish-curl")
+def test_runner_reports_a_rotten_snippet(name, mutate, tmp_path: Path):
+    good = _snippet(name)
     bad = ds.Snippet(good.file, good.line, good.name, good.lang, mutate(good.text),
                      good.options, output=good.output)
     assert bad.text != good.text
     assert run_snippet(bad, tmp_path), "the runner passed a broken snippet"
+
+
+def test_an_unmarked_client_snippet_is_reported(tmp_path: Path):
+    doc = REPO_ROOT / "docs" / "_unmarked_probe.md"
+    doc.write_text("Text.\n\n```sh\ncurl -s http://127.0.0.1:8080/healthz\n```\n\n"
+                   "```toml\n[server]\nlisten = \"0.0.0.0:8080\"\n```\n")
+    try:
+        _, problems = ds.collect(["docs/_unmarked_probe.md"])
+    finally:
+        doc.unlink()
+    assert len(problems) == 1 and "unmarked client snippet" in problems[0], problems
 
 
 def test_runner_reports_changed_output_shape(tmp_path: Path):
