@@ -140,6 +140,8 @@ def is_client_command(command: str) -> bool:
     if not words:
         return False
     first = Path(words[0]).name
+    if first in ("python", "python3") and words[1:2] == ["-m"]:
+        return False  # a module (pytest, pip), not a client program
     if first in CLIENT_TOOLS:
         return True
     if first == "echo" and "events-hub" in words:  # echo KEY | events-hub hash-key
