@@ -16,7 +16,7 @@ Keys (all optional):
                                127.0.0.2) during the snippet; a UUID in a command is its client_id
   hold: CHANNELS               the runner holds a socket from 127.0.0.1 (the snippet's own IP),
                                so the snippet meets the one-connection-per-IP limit
-  seed: CHANNEL*N              the runner publishes N events on CHANNEL before the snippet
+  seed: CHANNEL*N[,…]          the runner publishes N events on CHANNEL before the snippet
   publish: CHANNEL [after N]   the runner publishes one event on CHANNEL once the snippet has
                                printed N lines (default 1); for subscribers
   order: any                   a short command's lines may come in any order (a map's keys)

@@ -344,8 +344,8 @@ def run_snippet(snip: ds.Snippet, tmp_path: Path) -> list[str]:
         poll_until(lambda: not ctx.clients(), LINE_DEADLINE, "the probe socket to close")
         client_id = None
         try:
-            if "seed" in snip.options:
-                channel, _, count = snip.options["seed"].partition("*")
+            for seed in filter(None, snip.options.get("seed", "").split(",")):
+                channel, _, count = seed.strip().partition("*")
                 for _ in range(int(count or 1)):
                     ctx.publish(channel)
             if "socket" in snip.options:
