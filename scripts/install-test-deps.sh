@@ -4,7 +4,8 @@
 # wscat (npm), websocat (cargo), and the Python packages websockets, pytest,
 # kosoku, pyzmq (the OpenNebula-style ZeroMQ publisher of
 # tests/e2e/test_opennebula.py; its wheel bundles libzmq) and prometheus-client
-# (its OpenMetrics parser reads /metrics in tests/e2e/test_operations_files.py).
+# (its OpenMetrics parser reads /metrics in tests/e2e/test_operations_files.py),
+# and Node's `ws` into tests/e2e/node_modules (the docs' Node snippet).
 #
 # Not installed: promtool. Debian ships it only inside the `prometheus` package,
 # about 320 MB installed with its dependencies (libjs-moment-timezone alone is

@@ -23,6 +23,7 @@ Keys (all optional):
   exit: N                      a short command's expected exit code (default 0)
   epoch: live                  an epoch in a command (`epoch=…`, `--epoch …`) is the live hub's
                                (without it, a shown epoch is kept: it stands for another run's)
+  event-id: CHANNEL:SEQ         a 64-hex id in a command is the id of that event of the live hub
   hub-env: KEY=VALUE[,…]       settings for the hub, as environment variables
   unset: VAR                   the snippet runs without this variable (e.g. the JWT secret)
   expect: contains "TEXT"      the output must contain TEXT (in addition to the shown output)
@@ -183,7 +184,7 @@ def parse_marker(text: str) -> tuple[str, dict[str, str], str | None]:
 
 
 KNOWN_OPTIONS = {"hub", "hub-env", "output", "save", "socket", "hold", "seed", "publish", "exit",
-                 "expect", "epoch", "unset", "order"}
+                 "expect", "epoch", "unset", "order", "event-id"}
 
 
 def collect(files: list[str] | None = None) -> tuple[list[Snippet], list[str]]:

@@ -60,6 +60,7 @@ class Context:
     admin: str = ""
 
     live_epoch: bool = False
+    event_id: str | None = None
 
     def substitute(self, text: str, client_id: str | None) -> str:
         text = text.replace("cargo run --release -- ", "events-hub ")
@@ -71,6 +72,8 @@ class Context:
         text = text.replace("<jwt>", self.env["TOKEN"]).replace("<token>", self.env["TOKEN"])
         if client_id:
             text = UUID.sub(client_id, text)
+        if self.event_id:
+            text = re.sub(r"\b[0-9a-f]{64}\b", self.event_id, text)
         return text
 
     def publish(self, channel: str) -> None:
@@ -93,6 +96,12 @@ def open_socket(hub, token: str, channels: str, source_ip: str):
                  additional_headers={"Authorization": f"Bearer {token}"}).__enter__()
     welcome = json.loads(ws.recv(timeout=LINE_DEADLINE))
     return ws, welcome["body"]["client_id"], welcome["body"]["epoch"]
+
+
+def ds_curl(hub, token: str, path: str) -> str:
+    req = urllib.request.Request(f"{hub.http}{path}", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=5) as reply:
+        return reply.read().decode()
 
 
 def hub_args(kind: str, tmp_path: Path) -> list[str]:
@@ -348,6 +357,12 @@ def run_snippet(snip: ds.Snippet, tmp_path: Path) -> list[str]:
                 channel, _, count = seed.strip().partition("*")
                 for _ in range(int(count or 1)):
                     ctx.publish(channel)
+            if "event-id" in snip.options:
+                # A 64-hex id in a command is the id of this event of the live hub.
+                channel, _, seq = snip.options["event-id"].partition(":")
+                page = json.loads(ds_curl(hub, env["TOKEN"],
+                                             f"/v1/events?event_type={channel}&since={int(seq) - 1}&limit=1"))
+                ctx.event_id = page["events"][0]["id"]
             if "socket" in snip.options:
                 ws, client_id, _ = open_socket(hub, token, snip.options["socket"], "127.0.0.2")
                 ctx.held.append((ws, client_id))
