@@ -435,13 +435,10 @@ def test_runner_reports_a_rotten_snippet(name, mutate, tmp_path: Path):
 
 
 def test_an_unmarked_client_snippet_is_reported(tmp_path: Path):
-    doc = REPO_ROOT / "docs" / "_unmarked_probe.md"
+    doc = tmp_path / "probe.md"  # an absolute path: collect() reads it as is
     doc.write_text("Text.\n\n```sh\ncurl -s http://127.0.0.1:8080/healthz\n```\n\n"
                    "```toml\n[server]\nlisten = \"0.0.0.0:8080\"\n```\n")
-    try:
-        _, problems = ds.collect(["docs/_unmarked_probe.md"])
-    finally:
-        doc.unlink()
+    _, problems = ds.collect([str(doc)])
     assert len(problems) == 1 and "unmarked client snippet" in problems[0], problems
 
 
