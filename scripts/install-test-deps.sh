@@ -4,7 +4,8 @@
 # wscat (npm), websocat (cargo), and the Python packages websockets, pytest,
 # kosoku, pyzmq (the OpenNebula-style ZeroMQ publisher of
 # tests/e2e/test_opennebula.py; its wheel bundles libzmq) and prometheus-client
-# (its OpenMetrics parser reads /metrics in tests/e2e/test_operations_files.py).
+# (its OpenMetrics parser reads /metrics in tests/e2e/test_operations_files.py),
+# and Node's `ws` into tests/e2e/node_modules (the docs' Node snippet).
 #
 # Not installed: promtool. Debian ships it only inside the `prometheus` package,
 # about 320 MB installed with its dependencies (libjs-moment-timezone alone is
@@ -24,6 +25,7 @@
 #   export PATH="$HOME/.cargo/bin:$PATH"
 # (tests/e2e/conftest.py also looks there).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 PYTHON="${PYTHON:-python3}"
@@ -114,6 +116,23 @@ else
     say "npm install -g wscat"
     npm install -g --no-fund --no-audit wscat
 fi
+
+# --- Node `ws` (the docs' Node snippet, tests/e2e/test_docs_snippets.py) -----------
+# Into tests/e2e/node_modules (git-ignored; the runner sets NODE_PATH), not globally.
+# About 2 s and 200 KB.
+WS_VERSION=8.18.3
+if [ -f tests/e2e/node_modules/ws/package.json ] \
+    && grep -q "\"version\": \"$WS_VERSION\"" tests/e2e/node_modules/ws/package.json; then
+    say "node ws: present (tests/e2e/node_modules/ws $WS_VERSION)"
+else
+    say "npm install --prefix tests/e2e ws@$WS_VERSION"
+    npm install --prefix tests/e2e --no-fund --no-audit --no-save "ws@$WS_VERSION"
+fi
+
+# Not installed: a Go toolchain for a gorilla/websocket snippet. Debian's golang-go
+# (1.19) plus golang-github-gorilla-websocket-dev is 81 MB to download and 453 MB
+# installed (golang-1.19-go 335 MB, golang-1.19-src 119 MB), over the 300 MB budget
+# for a test dependency; the docs therefore carry no Go snippet (docs/testing.md).
 
 # --- websocat (cargo) -------------------------------------------------------------
 if command -v websocat >/dev/null 2>&1; then

@@ -6,7 +6,8 @@
 #      each other in a circle;
 #   3. runs the unit and integration tests (real sockets on 127.0.0.1), then a smoke run of the
 #      fan-out benchmark harness (a few hundred sockets, asserting zero loss);
-#   4. runs the end-to-end client tests (tests/e2e) against the built binary;
+#   4. runs the end-to-end client tests (tests/e2e) against the built binary, the snippets of
+#      README.md and docs/ among them (tests/e2e/test_docs_snippets.py);
 #   5. runs the Autobahn RFC 6455 conformance cases (tests/conformance, via kosoku) against
 #      the hub's own socket handling.
 set -euo pipefail
