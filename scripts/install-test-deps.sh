@@ -3,8 +3,9 @@
 # (tests/conformance) need on a fresh Debian machine where we are root: curl,
 # wscat (npm), websocat (cargo), and the Python packages websockets, pytest,
 # kosoku, pyzmq (the OpenNebula-style ZeroMQ publisher of
-# tests/e2e/test_opennebula.py; its wheel bundles libzmq) and prometheus-client
-# (its OpenMetrics parser reads /metrics in tests/e2e/test_operations_files.py).
+# tests/e2e/test_opennebula.py; its wheel bundles libzmq), prometheus-client
+# (its OpenMetrics parser reads /metrics in tests/e2e/test_operations_files.py),
+# jsonschema and openapi-spec-validator (tests/e2e/test_api_schemas.py).
 #
 # Not installed: promtool. Debian ships it only inside the `prometheus` package,
 # about 320 MB installed with its dependencies (libjs-moment-timezone alone is
@@ -79,6 +80,10 @@ py_missing=()
 "$PYTHON" -c 'import zmq' >/dev/null 2>&1 || py_missing+=("pyzmq")
 # prometheus-client's OpenMetrics parser checks the /metrics exposition.
 "$PYTHON" -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1 || py_missing+=("prometheus-client")
+# jsonschema validates frames and responses against docs/openapi.json and docs/asyncapi.json
+# (tests/e2e/test_api_schemas.py); openapi-spec-validator checks the OpenAPI document itself.
+"$PYTHON" -c 'import jsonschema, referencing' >/dev/null 2>&1 || py_missing+=("jsonschema>=4.18")
+"$PYTHON" -c 'import openapi_spec_validator' >/dev/null 2>&1 || py_missing+=("openapi-spec-validator")
 if [ "${#py_missing[@]}" -gt 0 ]; then
     if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
         apt_install python3-pip
@@ -89,7 +94,7 @@ if [ "${#py_missing[@]}" -gt 0 ]; then
     "$PYTHON" -m pip install -q --break-system-packages "${py_missing[@]}" 2>/dev/null \
         || "$PYTHON" -m pip install -q "${py_missing[@]}"
 else
-    say "python: websockets, pytest, kosoku, pyzmq and prometheus-client present"
+    say "python: websockets, pytest, kosoku, pyzmq, prometheus-client, jsonschema and openapi-spec-validator present"
 fi
 # The guide's Python snippet needs websockets >= 14 (`additional_headers=`).
 if ! "$PYTHON" - <<'PY'
