@@ -491,3 +491,25 @@ def test_the_postman_collection_covers_every_route():
     described = {(method, path) for path, item in load("openapi.json")["paths"].items()
                  for method in item}
     assert described == seen, (described ^ seen)
+
+
+def test_resume_welcomes_and_replays_match_the_schemas(hub: Hub, reader_token: str,
+                                                       publisher_token: str):
+    api(hub, "POST", "/v1/events", 202, token=publisher_token,
+        body=[{"event_type": "pdfm", "message": f"E{i}"} for i in range(3)])
+    headers = {"Authorization": f"Bearer {reader_token}"}
+    page = api(hub, "GET", "/v1/events?event_type=pdfm&since=9", 200, token=reader_token)
+    assert page["recovered"] is False and "reason" in page
+    epoch = page["epoch"]
+    cases = [
+        (f"since=pdfm:1&epoch={epoch}", True, 2),       # replays seq 2 and 3
+        (f"since=pdfm:1&epoch={epoch + 1}", False, 0),  # another epoch: unrecovered
+        ("last_event_id=" + "ab" * 32, False, 0),      # unknown id: no `unrecovered`
+    ]
+    for query, recovered, replayed in cases:
+        with connect(f"{hub.ws}/v1/ws/subscribe?event_types=pdfm&{query}",
+                     additional_headers=headers) as ws:
+            body = check_frame(recv(ws), "Welcome")["body"]
+            assert body["recovered"] is recovered, body
+            for _ in range(replayed):
+                check_frame(recv(ws), "Event")
