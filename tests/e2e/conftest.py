@@ -228,16 +228,17 @@ _frame_validator = None
 def validate_server_frame(frame: dict) -> None:
     global _frame_validator
     if _frame_validator is None:
-        from jsonschema import Draft202012Validator
+        from jsonschema import Draft7Validator
         from referencing import Registry, Resource
-        from referencing.jsonschema import DRAFT202012
+        from referencing.jsonschema import DRAFT7
 
         doc = json.loads((REPO_ROOT / "docs" / "asyncapi.json").read_text())
         registry = Registry().with_resource(
-            "urn:events-hub:asyncapi", Resource(contents=doc, specification=DRAFT202012))
-        _frame_validator = Draft202012Validator(
+            "urn:events-hub:asyncapi", Resource(contents=doc, specification=DRAFT7))
+        # AsyncAPI 3.0's schemas are JSON Schema draft-07 (a superset of it).
+        _frame_validator = Draft7Validator(
             {"$ref": "urn:events-hub:asyncapi#/components/schemas/ServerFrame"},
-            registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
+            registry=registry, format_checker=Draft7Validator.FORMAT_CHECKER)
     _frame_validator.validate(frame)
 
 

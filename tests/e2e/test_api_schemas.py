@@ -18,9 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import Draft7Validator, Draft202012Validator, ValidationError
 from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
+from referencing.jsonschema import DRAFT7, DRAFT202012
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -43,13 +43,16 @@ def load(name: str) -> dict:
 def registry() -> Registry:
     return Registry().with_resources([
         (OPENAPI_URI, Resource(contents=load("openapi.json"), specification=DRAFT202012)),
-        (ASYNCAPI_URI, Resource(contents=load("asyncapi.json"), specification=DRAFT202012)),
+        # AsyncAPI 3.0's default schema format is a superset of JSON Schema draft-07;
+        # OpenAPI 3.1's is 2020-12.
+        (ASYNCAPI_URI, Resource(contents=load("asyncapi.json"), specification=DRAFT7)),
     ])
 
 
-def validator(doc_uri: str, pointer: str) -> Draft202012Validator:
-    return Draft202012Validator({"$ref": f"{doc_uri}#{pointer}"}, registry=registry(),
-                                format_checker=Draft202012Validator.FORMAT_CHECKER)
+def validator(doc_uri: str, pointer: str):
+    cls = Draft7Validator if doc_uri == ASYNCAPI_URI else Draft202012Validator
+    return cls({"$ref": f"{doc_uri}#{pointer}"}, registry=registry(),
+               format_checker=cls.FORMAT_CHECKER)
 
 
 def frame_validator(name: str) -> Draft202012Validator:
@@ -182,7 +185,11 @@ def test_asyncapi_document_is_structurally_asyncapi_3():
                                   "scramSha256", "scramSha512", "gssapi", "oauth2",
                                   "openIdConnect"), name
     for name, schema in doc["components"]["schemas"].items():
-        Draft202012Validator.check_schema(schema)
+        Draft7Validator.check_schema(schema)
+        # Keywords draft-07 does not know would be silently ignored by draft-07 tools.
+        for where, node in walk(schema):
+            assert not {"dependentRequired", "dependentSchemas", "prefixItems", "$defs",
+                        "unevaluatedProperties"} & set(node), (name, where)
     codes = {c["code"] for c in doc["channels"]["subscribe"]["x-close-codes"]}
     assert {1001, 1002, 1007, 1008, 1009, 4000, 4001, 4008} <= codes
 
@@ -513,3 +520,10 @@ def test_resume_welcomes_and_replays_match_the_schemas(hub: Hub, reader_token: s
             assert body["recovered"] is recovered, body
             for _ in range(replayed):
                 check_frame(recv(ws), "Event")
+
+
+def test_a_welcome_with_a_reason_but_no_recovered_fails():
+    body = {k: v for k, v in GOOD_WELCOME["body"].items()}
+    frame_validator("Welcome").validate({**GOOD_WELCOME, "body": {**body, "recovered": False, "reason": "x"}})
+    with pytest.raises(ValidationError):
+        frame_validator("Welcome").validate({**GOOD_WELCOME, "body": {**body, "reason": "x"}})
