@@ -5,7 +5,8 @@
 # kosoku, pyzmq (the OpenNebula-style ZeroMQ publisher of
 # tests/e2e/test_opennebula.py; its wheel bundles libzmq), prometheus-client
 # (its OpenMetrics parser reads /metrics in tests/e2e/test_operations_files.py),
-# jsonschema and openapi-spec-validator (tests/e2e/test_api_schemas.py).
+# jsonschema and openapi-spec-validator (tests/e2e/test_api_schemas.py), and the
+# npm package @asyncapi/specs (the AsyncAPI 3.0 JSON Schema, for the same test).
 #
 # Not installed: promtool. Debian ships it only inside the `prometheus` package,
 # about 320 MB installed with its dependencies (libjs-moment-timezone alone is
@@ -118,6 +119,19 @@ else
     fi
     say "npm install -g wscat"
     npm install -g --no-fund --no-audit wscat
+fi
+
+# --- @asyncapi/specs (npm): the official AsyncAPI 3.0 JSON Schema ------------------
+# tests/e2e/test_api_schemas.py validates docs/asyncapi.json with it (from `npm root -g`).
+if [ -f "$(npm root -g 2>/dev/null)/@asyncapi/specs/schemas/3.0.0-without-\$id.json" ]; then
+    say "@asyncapi/specs: present"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        say "npm: missing, installing nodejs + npm"
+        apt_install nodejs npm
+    fi
+    say "npm install -g @asyncapi/specs@6"
+    npm install -g --no-fund --no-audit "@asyncapi/specs@6"
 fi
 
 # --- websocat (cargo) -------------------------------------------------------------

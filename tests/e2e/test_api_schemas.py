@@ -2,8 +2,9 @@
 traffic: the hub is started, driven over WebSocket (Python `websockets`) and HTTP (urllib), and
 every frame and response seen is validated with `jsonschema` against the schema the documents
 give for it. The documents themselves are checked too: OpenAPI with openapi-spec-validator,
-AsyncAPI structurally (every `$ref` resolves, every schema is a valid 2020-12 schema, every
-example validates). And a deliberately wrong frame must fail.
+AsyncAPI with the official AsyncAPI 3.0.0 JSON Schema (npm @asyncapi/specs) and structurally
+(every `$ref` resolves, every schema is a valid draft-07 schema, every example validates).
+And a deliberately wrong frame must fail.
 
 Run:  EVENTS_HUB_BIN=target/debug/events-hub pytest -q tests/e2e/test_api_schemas.py
 """
@@ -11,6 +12,8 @@ Run:  EVENTS_HUB_BIN=target/debug/events-hub pytest -q tests/e2e/test_api_schema
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import urllib.error
 import urllib.request
 import uuid
@@ -192,6 +195,27 @@ def test_asyncapi_document_is_structurally_asyncapi_3():
                         "unevaluatedProperties"} & set(node), (name, where)
     codes = {c["code"] for c in doc["channels"]["subscribe"]["x-close-codes"]}
     assert {1001, 1002, 1007, 1008, 1009, 4000, 4001, 4008} <= codes
+
+
+def asyncapi_metaschema() -> dict:
+    """The official AsyncAPI 3.0.0 JSON Schema, from the npm package @asyncapi/specs
+    (installed by scripts/install-test-deps.sh)."""
+    npm = shutil.which("npm")
+    root = subprocess.run([npm, "root", "-g"], capture_output=True, text=True,
+                          timeout=30).stdout.strip() if npm else ""
+    path = Path(root) / "@asyncapi" / "specs" / "schemas" / "3.0.0-without-$id.json"
+    if not path.is_file():
+        pytest.fail(f"{path} not found: run scripts/install-test-deps.sh (npm @asyncapi/specs)")
+    return json.loads(path.read_text())
+
+
+def test_asyncapi_document_is_valid_against_the_asyncapi_3_schema():
+    metaschema = asyncapi_metaschema()
+    Draft7Validator(metaschema).validate(load("asyncapi.json"))
+    broken = load("asyncapi.json")
+    broken["operations"]["receiveFrames"]["action"] = "listen"
+    with pytest.raises(ValidationError):
+        Draft7Validator(metaschema).validate(broken)
 
 
 def test_every_example_validates_against_its_schema():
