@@ -3,9 +3,11 @@
 # (tests/conformance) need on a fresh Debian machine where we are root: curl,
 # wscat (npm), websocat (cargo), and the Python packages websockets, pytest,
 # kosoku, pyzmq (the OpenNebula-style ZeroMQ publisher of
-# tests/e2e/test_opennebula.py; its wheel bundles libzmq) and prometheus-client
+# tests/e2e/test_opennebula.py; its wheel bundles libzmq), prometheus-client
 # (its OpenMetrics parser reads /metrics in tests/e2e/test_operations_files.py),
-# and Node's `ws` into tests/e2e/node_modules (the docs' Node snippet).
+# jsonschema and openapi-spec-validator (tests/e2e/test_api_schemas.py), the npm
+# package @asyncapi/specs (the AsyncAPI 3.0 JSON Schema, for the same test), and
+# Node's `ws` into tests/e2e/node_modules (the docs' Node snippet).
 #
 # Not installed: promtool. Debian ships it only inside the `prometheus` package,
 # about 320 MB installed with its dependencies (libjs-moment-timezone alone is
@@ -81,6 +83,10 @@ py_missing=()
 "$PYTHON" -c 'import zmq' >/dev/null 2>&1 || py_missing+=("pyzmq")
 # prometheus-client's OpenMetrics parser checks the /metrics exposition.
 "$PYTHON" -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1 || py_missing+=("prometheus-client")
+# jsonschema validates frames and responses against docs/openapi.json and docs/asyncapi.json
+# (tests/e2e/test_api_schemas.py); openapi-spec-validator checks the OpenAPI document itself.
+"$PYTHON" -c 'import jsonschema, referencing' >/dev/null 2>&1 || py_missing+=("jsonschema>=4.18")
+"$PYTHON" -c 'import openapi_spec_validator' >/dev/null 2>&1 || py_missing+=("openapi-spec-validator")
 if [ "${#py_missing[@]}" -gt 0 ]; then
     if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
         apt_install python3-pip
@@ -91,7 +97,7 @@ if [ "${#py_missing[@]}" -gt 0 ]; then
     "$PYTHON" -m pip install -q --break-system-packages "${py_missing[@]}" 2>/dev/null \
         || "$PYTHON" -m pip install -q "${py_missing[@]}"
 else
-    say "python: websockets, pytest, kosoku, pyzmq and prometheus-client present"
+    say "python: websockets, pytest, kosoku, pyzmq, prometheus-client, jsonschema and openapi-spec-validator present"
 fi
 # The guide's Python snippet needs websockets >= 14 (`additional_headers=`).
 if ! "$PYTHON" - <<'PY'
@@ -133,6 +139,19 @@ fi
 # (1.19) plus golang-github-gorilla-websocket-dev is 81 MB to download and 453 MB
 # installed (golang-1.19-go 335 MB, golang-1.19-src 119 MB), over the 300 MB budget
 # for a test dependency; the docs therefore carry no Go snippet (docs/testing.md).
+
+# --- @asyncapi/specs (npm): the official AsyncAPI 3.0 JSON Schema ------------------
+# tests/e2e/test_api_schemas.py validates docs/asyncapi.json with it (from `npm root -g`).
+if [ -f "$(npm root -g 2>/dev/null)/@asyncapi/specs/schemas/3.0.0-without-\$id.json" ]; then
+    say "@asyncapi/specs: present"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        say "npm: missing, installing nodejs + npm"
+        apt_install nodejs npm
+    fi
+    say "npm install -g @asyncapi/specs@6"
+    npm install -g --no-fund --no-audit "@asyncapi/specs@6"
+fi
 
 # --- websocat (cargo) -------------------------------------------------------------
 if command -v websocat >/dev/null 2>&1; then

@@ -121,10 +121,9 @@ impl<R: Weight> State<R> {
     fn evict_oldest(&mut self) {
         if let Some((at, key)) = self.order.pop_front() {
             // Only if it is still that answer (a key is in `order` once per answer).
-            if self.answers.get(&key).is_some_and(|a| a.at == at) {
-                if let Some(answer) = self.answers.remove(&key) {
-                    self.weight -= answer.reply.weight();
-                }
+            let current = self.answers.get(&key).is_some_and(|a| a.at == at);
+            if let Some(answer) = current.then(|| self.answers.remove(&key)).flatten() {
+                self.weight -= answer.reply.weight();
             }
         }
     }

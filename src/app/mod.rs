@@ -28,7 +28,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/clients/{id}", delete(routes::disconnect))
         .route("/v1/admin/channels", get(routes::channels))
         .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz));
+        .route("/readyz", get(routes::readyz))
+        .route("/openapi.json", get(routes::openapi))
+        .route("/asyncapi.json", get(routes::asyncapi));
     // On the main listener unless `[metrics] listen` gives it one of its own.
     if state.settings.metrics.listen.is_none() {
         v1 = v1.route("/metrics", get(routes::metrics));

@@ -7,6 +7,7 @@ mod health;
 mod history;
 mod metrics;
 mod publish;
+mod specs;
 mod subscribe;
 mod unsubscribe;
 
@@ -15,6 +16,7 @@ pub(crate) use self::health::{healthz, readyz};
 pub(crate) use self::history::history;
 pub(crate) use self::metrics::metrics;
 pub(crate) use self::publish::publish;
+pub(crate) use self::specs::{asyncapi, openapi};
 pub use self::subscribe::conformance_router;
 pub(crate) use self::subscribe::subscribe;
 pub(crate) use self::unsubscribe::unsubscribe;

@@ -212,7 +212,34 @@ def parse_frame(line: str) -> dict:
     except json.JSONDecodeError:
         raise AssertionError(f"not a JSON frame: {line!r}") from None
     assert isinstance(frame, dict), f"frame is not a JSON object: {line!r}"
+    if VALIDATE_FRAMES:
+        validate_server_frame(frame)
     return frame
+
+
+# With EVENTS_HUB_VALIDATE_FRAMES=1, every frame a client prints (`parse_frame`, so every
+# `Client.next_frame` of every e2e test) is also validated against the AsyncAPI document's
+# `ServerFrame` schema. Off by default: it needs `jsonschema`, and a schema mismatch should fail
+# tests/e2e/test_api_schemas.py, not every test at once.
+VALIDATE_FRAMES = os.environ.get("EVENTS_HUB_VALIDATE_FRAMES") == "1"
+_frame_validator = None
+
+
+def validate_server_frame(frame: dict) -> None:
+    global _frame_validator
+    if _frame_validator is None:
+        from jsonschema import Draft7Validator
+        from referencing import Registry, Resource
+        from referencing.jsonschema import DRAFT7
+
+        doc = json.loads((REPO_ROOT / "docs" / "asyncapi.json").read_text())
+        registry = Registry().with_resource(
+            "urn:events-hub:asyncapi", Resource(contents=doc, specification=DRAFT7))
+        # AsyncAPI 3.0's schemas are JSON Schema draft-07 (a superset of it).
+        _frame_validator = Draft7Validator(
+            {"$ref": "urn:events-hub:asyncapi#/components/schemas/ServerFrame"},
+            registry=registry, format_checker=Draft7Validator.FORMAT_CHECKER)
+    _frame_validator.validate(frame)
 
 
 def _stop_process(proc: subprocess.Popen) -> None:

@@ -18,6 +18,7 @@ mod publish;
 mod resume;
 #[cfg(feature = "opennebula")]
 mod sources;
+mod specs;
 mod subscribe;
 mod tls;
 mod unsubscribe;
