@@ -23,9 +23,30 @@ pub fn new_id() -> String {
 
 /// RFC 3339 UTC with microseconds and `Z`, as the seed frames show.
 pub fn timestamp() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+    timestamp_at(chrono::Utc::now())
+}
+
+/// `at` as the frames write it: RFC 3339, UTC, microseconds.
+pub fn timestamp_at(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// A `since_time` value: RFC 3339 with an offset (`2026-12-01T10:00:00Z`).
+pub fn parse_since_time(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(value.trim())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            format!(
+                "since_time {value:?} is not an RFC 3339 time with an offset, e.g. 2026-12-01T10:00:00Z (URL-encode `+` as %2B)"
+            )
+        })
+}
+
+/// Now, truncated to the microseconds a frame's `timestamp` shows, so the time kept with an
+/// event is exactly the one its frame says.
+pub fn now_micros() -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
 /// The server envelope, fields in the order the SPEC fixes; `seq` and `epoch` (events only)

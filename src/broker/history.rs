@@ -8,6 +8,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
+
 use crate::config::HistoryLimits;
 use crate::protocol::Frame;
 
@@ -20,11 +22,15 @@ pub struct Log {
     /// Consecutive seqs, oldest first, ending at `last_seq` when not empty.
     entries: VecDeque<Entry>,
     bytes: usize,
+    /// The seq and publish time of the newest event dropped, for `since_time`'s honesty.
+    dropped: Option<(u64, DateTime<Utc>)>,
 }
 
 #[derive(Debug)]
 struct Entry {
     at: Instant,
+    /// When it was published, as its frame's `timestamp` says.
+    published: DateTime<Utc>,
     frame: Frame,
 }
 
@@ -66,6 +72,7 @@ impl Log {
             last_seq: 0,
             entries: VecDeque::new(),
             bytes: 0,
+            dropped: None,
         }
     }
 
@@ -89,13 +96,18 @@ impl Log {
     }
 
     /// Records the event numbered `next_seq()`.
-    pub fn record(&mut self, frame: Frame, now: Instant) {
+    pub fn record(&mut self, frame: Frame, now: Instant, published: DateTime<Utc>) {
         self.last_seq += 1;
         if self.limits.max_events == 0 {
+            self.dropped = Some((self.last_seq, published));
             return;
         }
         self.bytes += frame.len();
-        self.entries.push_back(Entry { at: now, frame });
+        self.entries.push_back(Entry {
+            at: now,
+            published,
+            frame,
+        });
         while self.entries.len() > self.limits.max_events
             || (self.bytes > self.limits.max_bytes && self.entries.len() > 1)
         {
@@ -105,8 +117,26 @@ impl Log {
     }
 
     fn pop_oldest(&mut self) {
-        if let Some(entry) = self.entries.pop_front() {
+        let seq = self.oldest_seq();
+        if let (Some(entry), Some(seq)) = (self.entries.pop_front(), seq) {
             self.bytes -= entry.frame.len();
+            self.dropped = Some((seq, entry.published));
+        }
+    }
+
+    /// The cursor that stands for "every event published at or after `since`": replaying after
+    /// it gives exactly those events when they are all still kept. When some of them were
+    /// dropped, the cursor lies before the oldest kept one, so [`Log::covers`] reports the gap.
+    pub fn seq_at(&mut self, since: DateTime<Utc>, now: Instant) -> u64 {
+        self.expire(now);
+        let lost = self.dropped.filter(|&(_, at)| at >= since);
+        if let Some((seq, _)) = lost {
+            return seq.saturating_sub(1);
+        }
+        let before = self.entries.partition_point(|e| e.published < since);
+        match self.oldest_seq() {
+            Some(oldest) => oldest + before as u64 - 1,
+            None => self.last_seq,
         }
     }
 
@@ -217,7 +247,7 @@ mod tests {
         let now = Instant::now();
         for seq in 1..=count {
             assert_eq!(log.next_seq(), seq);
-            log.record(frame(seq), now);
+            log.record(frame(seq), now, Utc::now());
         }
         log
     }
@@ -282,7 +312,7 @@ mod tests {
         let now = Instant::now();
         for _ in 0..5 {
             let seq = log.next_seq();
-            log.record(frame(seq), now);
+            log.record(frame(seq), now, Utc::now());
         }
         assert_eq!(log.oldest_seq(), Some(4));
         let mut tiny = Log::new(HistoryLimits {
@@ -290,7 +320,7 @@ mod tests {
             max_bytes: 1,
             max_age: None,
         });
-        tiny.record(frame(1), now);
+        tiny.record(frame(1), now, Utc::now());
         assert_eq!(tiny.oldest_seq(), Some(1));
     }
 
@@ -302,8 +332,8 @@ mod tests {
             max_age: Some(Duration::from_secs(60)),
         });
         let start = Instant::now();
-        log.record(frame(1), start);
-        log.record(frame(2), start + Duration::from_secs(30));
+        log.record(frame(1), start, Utc::now());
+        log.record(frame(2), start + Duration::from_secs(30), Utc::now());
         let later = start + Duration::from_secs(61);
         assert_eq!(log.read(0, u64::MAX, 10, later), [frame(2)]);
         assert!(log.covers(0, later).is_err());
@@ -316,5 +346,36 @@ mod tests {
         assert_eq!(log.find(&format!("{:064x}", 15)), Some(15));
         assert_eq!(log.find(&format!("{:064x}", 5)), None);
         assert_eq!(log.find("nope"), None);
+    }
+
+    #[test]
+    fn since_time_is_the_cursor_before_the_first_event_at_or_after_it() {
+        let mut log = Log::new(HistoryLimits {
+            max_events: 3,
+            max_bytes: usize::MAX,
+            max_age: None,
+        });
+        let now = Instant::now();
+        let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).expect("a time");
+        for seq in 1..=3 {
+            log.record(frame(seq), now, t(seq as i64 * 10));
+        }
+        assert_eq!(log.seq_at(t(0), now), 0, "before everything: replay all");
+        assert_eq!(log.seq_at(t(20), now), 1, "at an event: it is included");
+        assert_eq!(log.seq_at(t(25), now), 2);
+        assert_eq!(log.seq_at(t(99), now), 3, "after everything: live");
+        // seq 4 pushes seq 1 (t=10) out: a cursor from before t=10 can no longer be honoured.
+        log.record(frame(4), now, t(40));
+        assert_eq!(
+            log.seq_at(t(15), now),
+            1,
+            "seq 1 is gone but was before t=15"
+        );
+        assert!(log.covers(log.seq_at(t(15), now), now).is_ok());
+        let cursor = log.seq_at(t(5), now);
+        assert!(
+            log.covers(cursor, now).is_err(),
+            "seq 1 (t=10) was dropped: a gap"
+        );
     }
 }

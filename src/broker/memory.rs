@@ -7,6 +7,8 @@
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, Utc};
+
 use super::history::Log;
 use super::{Attached, Broker, Event, HistoryPage, Kept, PublishError, Receipt};
 use crate::channels::{ChannelId, Channels};
@@ -63,11 +65,12 @@ impl MemoryBroker {
     /// Returns its id and how many sockets it reached.
     fn publish_one(&self, event: Event) -> (String, usize) {
         let id = protocol::new_id();
+        let published = protocol::now_micros();
         let envelope = Envelope {
             id: &id,
             ref_id: None,
             event_type: self.channels.name(event.channel),
-            timestamp: &protocol::timestamp(),
+            timestamp: &protocol::timestamp_at(published),
             message: &event.message,
             body: event.body.as_deref(),
             client_id: event.target.as_ref(),
@@ -88,7 +91,7 @@ impl MemoryBroker {
                 }
                 .to_frame();
                 let sent = self.fanout.deliver(event.channel, frame.clone(), None);
-                log.record(frame, Instant::now());
+                log.record(frame, Instant::now(), published);
                 sent
             }
         };
@@ -159,6 +162,10 @@ impl Broker for MemoryBroker {
             last_seq: log.last_seq(),
             gap,
         }
+    }
+
+    fn seq_at(&self, channel: ChannelId, since: DateTime<Utc>) -> u64 {
+        self.log(channel).seq_at(since, Instant::now())
     }
 
     fn kept(&self, channel: ChannelId) -> Kept {

@@ -12,6 +12,7 @@
 mod history;
 mod memory;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::broadcast;
@@ -110,6 +111,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Up to `limit` kept events of `channel` after seq `after`, oldest first; from the oldest
     /// kept one when the history no longer reaches back to `after` (then `gap` says so).
     fn history(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryPage;
+
+    /// The cursor for "every event of `channel` published at or after `since`" (`since_time`):
+    /// a replay after it gives exactly those, or, when some were dropped, the history reports the
+    /// gap for it as for any cursor.
+    fn seq_at(&self, channel: ChannelId, since: DateTime<Utc>) -> u64;
 
     /// What `channel`'s history holds now, for metrics and the admin routes.
     fn kept(&self, channel: ChannelId) -> Kept;

@@ -283,6 +283,11 @@ impl Hub {
         self.broker.history(channel, after, limit)
     }
 
+    /// The cursor for `since_time` on `channel` (see [`Broker::seq_at`]).
+    pub fn seq_at(&self, channel: ChannelId, since: chrono::DateTime<chrono::Utc>) -> u64 {
+        self.broker.seq_at(channel, since)
+    }
+
     /// What `channel`'s history holds now.
     pub fn kept(&self, channel: ChannelId) -> Kept {
         self.broker.kept(channel)

@@ -28,7 +28,13 @@ pub(crate) async fn history(
         since,
         limit,
         epoch,
+        since_time,
     } = query;
+    // A time is turned into this epoch's cursor; `epoch` then has nothing to say.
+    let (since, epoch) = match since_time {
+        Some(at) => (app.hub.seq_at(channel, at), None),
+        None => (since, epoch),
+    };
     let hub = &app.hub;
     let other_epoch = epoch.filter(|&e| e != hub.epoch());
     // A cursor from another epoch means nothing here: start from the oldest kept event.
@@ -82,6 +88,7 @@ pub(crate) struct HistoryQuery {
     since: u64,
     limit: usize,
     epoch: Option<u64>,
+    since_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl FromRequestParts<AppState> for HistoryQuery {
@@ -93,6 +100,8 @@ impl FromRequestParts<AppState> for HistoryQuery {
         let mut since = 0u64;
         let mut limit = 100usize;
         let mut epoch = None;
+        let mut since_time = None;
+        let mut has_since = false;
         for (key, value) in auth::form_pairs(parts.uri.query().unwrap_or("")) {
             let number = |what: &str| {
                 value.trim().parse::<u64>().map_err(|_| {
@@ -109,7 +118,15 @@ impl FromRequestParts<AppState> for HistoryQuery {
                         ))
                     })?);
                 }
-                "since" => since = number("since")?,
+                "since" => {
+                    has_since = true;
+                    since = number("since")?;
+                }
+                "since_time" => {
+                    since_time = Some(
+                        crate::protocol::parse_since_time(&value).map_err(ApiError::BadRequest)?,
+                    );
+                }
                 "epoch" => epoch = Some(number("epoch")?),
                 "limit" => {
                     limit = usize::try_from(number("limit")?).unwrap_or(usize::MAX);
@@ -128,11 +145,17 @@ impl FromRequestParts<AppState> for HistoryQuery {
                 channels.describe()
             ))
         })?;
+        if has_since && since_time.is_some() {
+            return Err(ApiError::BadRequest(
+                "since_time with since: send one of them".into(),
+            ));
+        }
         Ok(Self {
             channel,
             since,
             limit,
             epoch,
+            since_time,
         })
     }
 }

@@ -164,6 +164,9 @@ fn resume_request(
             _ => {}
         }
     }
+    if let Some((_, value)) = pairs.iter().find(|(k, _)| k == "since_time") {
+        since_time(app, value, subscriptions, &mut resume, pairs)?;
+    }
     if let Some((_, id)) = pairs.iter().find(|(k, _)| k == "last_event_id") {
         let id = id.trim().to_ascii_lowercase();
         match app.hub.locate(&id) {
@@ -181,6 +184,33 @@ fn resume_request(
         }
     }
     Ok(resume)
+}
+
+/// `since_time=<RFC 3339>`: every subscribed channel resumes from the first event published at
+/// or after that instant. The cursors are the hub's own, of its current epoch, so `epoch` is not
+/// needed; `since` or `last_event_id` beside it would be a second answer to one question.
+fn since_time(
+    app: &AppState,
+    value: &str,
+    subscriptions: &[ChannelId],
+    resume: &mut Resume,
+    pairs: &[(String, String)],
+) -> Result<(), ApiError> {
+    if pairs
+        .iter()
+        .any(|(k, _)| k == "since" || k == "last_event_id")
+    {
+        return Err(ApiError::BadRequest(
+            "since_time with since or last_event_id: send one of them".into(),
+        ));
+    }
+    let at = protocol::parse_since_time(value).map_err(ApiError::BadRequest)?;
+    resume.epoch = None;
+    resume.since = subscriptions
+        .iter()
+        .map(|&channel| (channel, app.hub.seq_at(channel, at)))
+        .collect();
+    Ok(())
 }
 
 /// The socket configuration every WebSocket of the hub gets.

@@ -519,3 +519,134 @@ async fn a_resume_with_a_repeated_event_types_parameter_replays_each_event_once(
     assert_eq!(welcome["subscriptions"], json!(["pdfm", "global"]));
     assert_eq!(welcome["recovered"], true);
 }
+
+/// Publishes one event per message, each its own request, and returns the frames as the history
+/// keeps them (their `timestamp` is what `since_time` compares with).
+async fn publish_each(hub: &TestHub, messages: &[&str]) -> Vec<Value> {
+    for message in messages {
+        let event = json!({"event_type": "pdfm", "message": message});
+        assert_eq!(hub.publish(&event).await.0, 202);
+    }
+    let page = history(hub, "event_type=pdfm&limit=1000").await;
+    page["events"].as_array().expect("events").clone()
+}
+
+async fn history(hub: &TestHub, query: &str) -> Value {
+    let response = hub
+        .http()
+        .get(hub.url(&format!("/v1/events?{query}")))
+        .bearer_auth(hub.reader("poller"))
+        .send()
+        .await
+        .expect("GET /v1/events");
+    let (status, body) = json_response(response).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// `since_time` as a query value: `+` would read as a space.
+fn at(event: &Value) -> String {
+    event["timestamp"]
+        .as_str()
+        .expect("timestamp")
+        .replace('+', "%2B")
+}
+
+#[tokio::test]
+async fn since_time_replays_every_event_from_that_instant_then_live() {
+    let hub = TestHub::start().await;
+    let kept = publish_each(&hub, &["A", "B", "C", "D"]).await;
+    let query = format!("event_types=pdfm&since_time={}", at(&kept[2]));
+    let (mut ws, body) = connect_with(&hub, ip(1), "alice", &query).await;
+    assert_eq!(body["recovered"], true, "{body}");
+    assert_eq!(next_json(&mut ws).await["message"], "C");
+    assert_eq!(next_json(&mut ws).await["message"], "D");
+    assert_eq!(
+        hub.publish(&json!({"event_type": "pdfm", "message": "E"}))
+            .await
+            .0,
+        202
+    );
+    let live = next_json(&mut ws).await;
+    assert_eq!((live["message"].as_str(), seq(&live)), (Some("E"), 5));
+
+    // The same instant over REST: B's time gives B, C, D, E.
+    let page = history(
+        &hub,
+        &format!("event_type=pdfm&since_time={}", at(&kept[1])),
+    )
+    .await;
+    let messages: Vec<&str> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert_eq!(messages, ["B", "C", "D", "E"]);
+    assert_eq!(page["recovered"], true);
+    // A time after everything: nothing to replay, live from now.
+    let (_, body) = connect_with(
+        &hub,
+        ip(2),
+        "alice",
+        "event_types=pdfm&since_time=2999-01-01T00:00:00Z",
+    )
+    .await;
+    assert_eq!(body["recovered"], true, "{body}");
+}
+
+#[tokio::test]
+async fn since_time_older_than_the_history_says_recovered_false() {
+    let hub = TestHub::start_with(|s| s.history.max_events = 2).await;
+    let all = publish_each(&hub, &["A", "B"]).await;
+    let first = at(&all[0]);
+    publish_each(&hub, &["C", "D"]).await;
+    // A and B were published after `first`-ish and are gone: the stream starts live, honestly.
+    let (_, body) = connect_with(
+        &hub,
+        ip(1),
+        "alice",
+        &format!("event_types=pdfm&since_time={first}"),
+    )
+    .await;
+    assert_eq!(body["recovered"], false, "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no longer kept")),
+        "{body}"
+    );
+    let page = history(&hub, &format!("event_type=pdfm&since_time={first}")).await;
+    assert_eq!(page["recovered"], false, "{page}");
+}
+
+#[tokio::test]
+async fn since_time_is_refused_when_it_cannot_be_read_or_competes_with_since() {
+    let hub = TestHub::start().await;
+    let token = hub.reader("alice");
+    let auth = format!("Bearer {token}");
+    for query in [
+        "event_types=pdfm&since_time=yesterday",
+        "event_types=pdfm&since_time=2026-12-01T10:00:00",
+        "event_types=pdfm&since_time=2026-12-01T10:00:00Z&since=pdfm:1",
+    ] {
+        let path = format!("/v1/ws/subscribe?{query}");
+        let refused = hub
+            .handshake(ip(1), &path, &[("authorization", auth.as_str())])
+            .await;
+        let (status, body) = refused_status(&refused);
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("bad_request")),
+            "{query}"
+        );
+    }
+    let response = hub
+        .http()
+        .get(hub.url("/v1/events?event_type=pdfm&since=1&since_time=2026-12-01T10:00:00Z"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 400);
+}
