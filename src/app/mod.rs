@@ -33,9 +33,15 @@ pub fn app(state: AppState) -> Router {
     if state.settings.metrics.listen.is_none() {
         v1 = v1.route("/metrics", get(routes::metrics));
     }
-    Router::new()
-        .merge(v1.clone())
-        .nest("/api", v1)
+    let mut root = Router::new().merge(v1.clone());
+    // The console only at the root: its page refers to `/console/...` and `/v1/...`.
+    if state.settings.console.enabled {
+        root = root
+            .route("/console", get(routes::console_index))
+            .route("/console/", get(routes::console_index))
+            .route("/console/{file}", get(routes::console_asset));
+    }
+    root.nest("/api", v1)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(middleware::from_fn(routes::log_request))
