@@ -115,6 +115,29 @@ else
     npm install -g --no-fund --no-audit wscat
 fi
 
+# --- chromium + playwright-core (tests/e2e/test_console.py drives the web console) ---
+# Debian's chromium, not a browser downloaded by playwright: playwright-core is
+# only the driver library, installed locally under tests/e2e/node_modules and
+# pointed at /usr/bin/chromium (executablePath).
+if command -v chromium >/dev/null 2>&1; then
+    say "chromium: present ($(command -v chromium))"
+else
+    say "chromium: missing, installing"
+    apt_install chromium
+fi
+PLAYWRIGHT_CORE_VERSION=1.65.1
+e2e_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/e2e"
+if [ "$(node -p "require('$e2e_dir/node_modules/playwright-core/package.json').version" 2>/dev/null)" = "$PLAYWRIGHT_CORE_VERSION" ]; then
+    say "playwright-core: present ($PLAYWRIGHT_CORE_VERSION in $e2e_dir/node_modules)"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm
+    fi
+    say "npm install --prefix $e2e_dir playwright-core@$PLAYWRIGHT_CORE_VERSION"
+    npm install --prefix "$e2e_dir" --no-fund --no-audit --no-save \
+        "playwright-core@$PLAYWRIGHT_CORE_VERSION"
+fi
+
 # --- websocat (cargo) -------------------------------------------------------------
 if command -v websocat >/dev/null 2>&1; then
     say "websocat: present ($(command -v websocat))"
