@@ -110,22 +110,25 @@ async function readJson(response) {
  * before the upgrade, so 401/403 come back as they would on the handshake, and a 426
  * (upgrade required) means the credential is fine. Then /readyz tells a hub that is shutting
  * down; what remains happens only on a real handshake (admission limits, the Origin
- * allowlist, a query token turned off), and is named as such.
+ * allowlist, a query token turned off), and is named as such. Returns the words, and whether
+ * retrying is pointless (401/403: only another credential helps).
  */
 async function explainRefusal(path) {
   try {
     const reply = await fetch(path, { headers: authHeaders(), cache: "no-store" });
     if (reply.status !== 426) {
-      return explainStatus(reply.status, await readJson(reply));
+      // 401/403 will not change by retrying: the user has to paste another credential.
+      const fatal = reply.status === 401 || reply.status === 403;
+      return { text: explainStatus(reply.status, await readJson(reply)), fatal };
     }
     const ready = await fetch("/readyz", { cache: "no-store" });
-    if (ready.status === 503) return explainStatus(503, await readJson(ready));
-    return "The credential and its claim are fine, so the hub refused at admission: another " +
+    if (ready.status === 503) return { text: explainStatus(503, await readJson(ready)), fatal: false };
+    return { fatal: false, text: "The credential and its claim are fine, so the hub refused at admission: another " +
       "WebSocket from this IP is open (409, admission.max_connections_per_ip), this identity " +
       "has too many (429), the hub is full (503), this page's Origin is not in " +
-      "admission.allowed_origins (403), or auth.allow_query_token is off (401).";
+      "admission.allowed_origins (403), or auth.allow_query_token is off (401)." };
   } catch (error) {
-    return `The hub cannot be reached (${error.message}).`;
+    return { text: `The hub cannot be reached (${error.message}).`, fatal: false };
   }
 }
 
@@ -191,7 +194,13 @@ async function onClose(ws, event, path) {
   const meaning = CLOSE_CODES[event.code] || "";
   if (!state.wanted) { setStatus("Disconnected", "idle"); return; }
   if (!state.opened) {
-    showProblem(`Could not connect. ${await explainRefusal(path)}`);
+    const refusal = await explainRefusal(path);
+    if (refusal.fatal) {
+      disconnect();
+      showProblem(`Could not connect, and retrying will not help. ${refusal.text}`);
+      return;
+    }
+    showProblem(`Could not connect. ${refusal.text}`);
   } else {
     showProblem(`The socket closed: ${event.code}${meaning ? ` ${meaning}` : ""}${event.reason ? ` (“${event.reason}”)` : ""}. Reconnecting and resuming.`);
     state.attempt = 0;

@@ -36,6 +36,16 @@ const commands = {
       subscriptions: await page.locator("#subscriptions li > span").allTextContents(),
     };
   },
+  /** Load the page and connect with a credential the hub refuses: the page says why. */
+  async refused({ url, token, contains, timeout }) {
+    await page.goto(url);
+    await page.fill("#credential", token);
+    await page.click("#save-credential");
+    await page.click("#connect");
+    await page.locator("#problem", { hasText: contains }).waitFor({ timeout });
+    await page.locator("#connect:enabled").waitFor({ timeout });
+    return { problem: await page.textContent("#problem") };
+  },
   async wait_event({ message, timeout }) {
     await eventButton(message).first().waitFor({ state: "visible", timeout });
     return {};

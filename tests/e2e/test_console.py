@@ -57,6 +57,12 @@ def test_console_streams_unsubscribes_and_resumes_after_a_restart(tmp_path: Path
     with running_hub(first_dir) as hub:
         token = hub.mint_token("console-admin", "READ_ONLY,EVENTS_PUBLISH,EVENTS_ADMIN")
 
+        # A refused handshake is explained in words (the page asks over plain HTTP), and the
+        # page stops retrying: only another credential helps.
+        refused = ask(browser, "refused", url=f"{hub.http}/console", token="not.a.jwt",
+                      contains="401 unauthorized", timeout=WAIT_MS)
+        assert "retrying will not help" in refused["problem"], refused
+
         opened = ask(browser, "open", url=f"{hub.http}/console", token=token, timeout=WAIT_MS)
         assert opened["status"] == 200
         assert "connect-src 'self' ws: wss:" in opened["csp"]
