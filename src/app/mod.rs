@@ -1,7 +1,7 @@
 //! The application: every route on its paths, with the shared state. `server` listens and hands
 //! each connection to this router; tests and the binary build it the same way (axum's
 //! `testing` example uses the same seam). Every route is served at the root and under `/api`
-//! (the seed quick start uses `/api/v1/...`).
+//! (the seed quick start uses `/api/v1/...`), except the web console, at the root only.
 
 pub mod state;
 
