@@ -123,18 +123,6 @@ else
     npm install -g --no-fund --no-audit wscat
 fi
 
-# --- Node `ws` (the docs' Node snippet, tests/e2e/test_docs_snippets.py) -----------
-# Into tests/e2e/node_modules (git-ignored; the runner sets NODE_PATH), not globally.
-# About 2 s and 200 KB.
-WS_VERSION=8.18.3
-if [ -f tests/e2e/node_modules/ws/package.json ] \
-    && grep -q "\"version\": \"$WS_VERSION\"" tests/e2e/node_modules/ws/package.json; then
-    say "node ws: present (tests/e2e/node_modules/ws $WS_VERSION)"
-else
-    say "npm install --prefix tests/e2e ws@$WS_VERSION"
-    npm install --prefix tests/e2e --no-fund --no-audit --no-save "ws@$WS_VERSION"
-fi
-
 # Not installed: a Go toolchain for a gorilla/websocket snippet. Debian's golang-go
 # (1.19) plus golang-github-gorilla-websocket-dev is 81 MB to download and 453 MB
 # installed (golang-1.19-go 335 MB, golang-1.19-src 119 MB), over the 300 MB budget
@@ -151,6 +139,36 @@ else
     fi
     say "npm install -g @asyncapi/specs@6"
     npm install -g --no-fund --no-audit "@asyncapi/specs@6"
+fi
+
+# --- chromium + playwright-core (tests/e2e/test_console.py drives the web console) ---
+# Debian's chromium, not a browser downloaded by playwright: playwright-core is
+# only the driver library, installed locally under tests/e2e/node_modules and
+# pointed at /usr/bin/chromium (executablePath).
+if command -v chromium >/dev/null 2>&1; then
+    say "chromium: present ($(command -v chromium))"
+else
+    say "chromium: missing, installing"
+    apt_install chromium
+fi
+# Node packages for the e2e tests, into tests/e2e/node_modules (git-ignored), in ONE npm
+# command: `npm install --no-save` prunes whatever an earlier --no-save install put there.
+#   ws: the docs' Node snippet (tests/e2e/test_docs_snippets.py; about 2 s, 200 KB);
+#   playwright-core: the driver for Debian's chromium (tests/e2e/test_console.py).
+WS_VERSION=8.18.3
+PLAYWRIGHT_CORE_VERSION=1.65.1
+e2e_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/e2e"
+node_version() { node -p "require('$e2e_dir/node_modules/$1/package.json').version" 2>/dev/null; }
+if [ "$(node_version ws)" = "$WS_VERSION" ] \
+    && [ "$(node_version playwright-core)" = "$PLAYWRIGHT_CORE_VERSION" ]; then
+    say "node packages: present (ws $WS_VERSION, playwright-core $PLAYWRIGHT_CORE_VERSION in $e2e_dir/node_modules)"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm
+    fi
+    say "npm install --prefix $e2e_dir ws@$WS_VERSION playwright-core@$PLAYWRIGHT_CORE_VERSION"
+    npm install --prefix "$e2e_dir" --no-fund --no-audit --no-save \
+        "ws@$WS_VERSION" "playwright-core@$PLAYWRIGHT_CORE_VERSION"
 fi
 
 # --- websocat (cargo) -------------------------------------------------------------

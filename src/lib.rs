@@ -21,7 +21,7 @@
 //! | [`ws`] | one task per socket: frames out, client messages in, heartbeat, close codes |
 //! | [`publisher`] | the one way events are published: routes and sources call it |
 //! | [`sources`] | event sources the hub subscribes to itself (OpenNebula's Hook Manager, the demo fleet) |
-//! | [`routes`] | the HTTP handlers: subscribe, unsubscribe, publish, history, health, metrics, admin, the API descriptions (`/openapi.json`, `/asyncapi.json`) |
+//! | [`routes`] | the HTTP handlers: subscribe, unsubscribe, publish, history, health, metrics, admin, the API descriptions (`/openapi.json`, `/asyncapi.json`), the web console |
 //! | [`app`] | `AppState` and `fn app(state) -> Router`: the handlers on their paths |
 //! | [`refusal_body`] | the error body on hyper's own 400/414/431 answers |
 //! | [`lingering_tcp`] | closing a connection without a reset |

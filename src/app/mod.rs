@@ -1,7 +1,7 @@
 //! The application: every route on its paths, with the shared state. `server` listens and hands
 //! each connection to this router; tests and the binary build it the same way (axum's
 //! `testing` example uses the same seam). Every route is served at the root and under `/api`
-//! (the seed quick start uses `/api/v1/...`).
+//! (the seed quick start uses `/api/v1/...`), except the web console, at the root only.
 
 pub mod state;
 
@@ -35,9 +35,15 @@ pub fn app(state: AppState) -> Router {
     if state.settings.metrics.listen.is_none() {
         v1 = v1.route("/metrics", get(routes::metrics));
     }
-    Router::new()
-        .merge(v1.clone())
-        .nest("/api", v1)
+    let mut root = Router::new().merge(v1.clone());
+    // The console only at the root: its page refers to `/console/...` and `/v1/...`.
+    if state.settings.console.enabled {
+        root = root
+            .route("/console", get(routes::console_index))
+            .route("/console/", get(routes::console_index))
+            .route("/console/{file}", get(routes::console_asset));
+    }
+    root.nest("/api", v1)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(middleware::from_fn(routes::log_request))

@@ -371,7 +371,8 @@ mod tests {
             1,
             "seq 1 is gone but was before t=15"
         );
-        assert!(log.covers(log.seq_at(t(15), now), now).is_ok());
+        let cursor = log.seq_at(t(15), now);
+        assert!(log.covers(cursor, now).is_ok());
         let cursor = log.seq_at(t(5), now);
         assert!(
             log.covers(cursor, now).is_err(),

@@ -6,6 +6,7 @@
 
 mod admission;
 mod auth;
+mod console;
 pub mod error;
 mod heartbeat;
 mod history;
@@ -24,6 +25,7 @@ use serde::Deserialize;
 
 pub use self::admission::AdmissionSettings;
 pub use self::auth::{ApiKeySettings, AuthSettings, is_hmac};
+pub use self::console::ConsoleSettings;
 pub use self::error::ConfigError;
 pub use self::heartbeat::HeartbeatSettings;
 pub use self::history::{ChannelHistorySettings, HistoryLimits, HistorySettings};
@@ -51,6 +53,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+    pub console: ConsoleSettings,
     pub sources: SourceSettings,
 }
 

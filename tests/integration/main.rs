@@ -7,6 +7,7 @@ mod admission;
 mod binary;
 mod binary_ops;
 mod cli;
+mod console;
 mod delivery;
 mod edges;
 mod hardening;
