@@ -40,7 +40,8 @@ cargo test --locked --bench fanout -- --smoke
 step "end-to-end clients: websocat, wscat, Python websockets, curl"
 # `cargo test` above built target/debug/events-hub (the binary tests run it): no second build.
 test -x target/debug/events-hub
-EVENTS_HUB_BIN="$PWD/target/debug/events-hub" python3 -m pytest -q tests/e2e
+# EVENTS_HUB_VALIDATE_FRAMES=1: every frame a client prints is validated against docs/asyncapi.json.
+EVENTS_HUB_VALIDATE_FRAMES=1 EVENTS_HUB_BIN="$PWD/target/debug/events-hub" python3 -m pytest -q tests/e2e
 
 step "RFC 6455 conformance: Autobahn cases via kosoku"
 EVENTS_HUB_BIN="$PWD/target/debug/events-hub" python3 -m pytest -q tests/conformance

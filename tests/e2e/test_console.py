@@ -33,7 +33,7 @@ RECONNECT_MS = 40_000  # the restart: SIGTERM grace, start-up, and the page's ba
 def ask(driver: Client, cmd: str, timeout: float = 60.0, **args) -> dict:
     """One command to the driver, its answer; a failed command fails the test."""
     driver.type_line(json.dumps({"cmd": cmd, **args}))
-    answer = driver.next_frame(timeout=timeout)
+    answer = driver.next_json(timeout=timeout)
     assert answer.get("ok"), f"{cmd} {args}: {answer}"
     return answer
 
@@ -45,7 +45,7 @@ def browser() -> Client:
         pytest.fail("node, /usr/bin/chromium or tests/e2e/node_modules/playwright-core missing: "
                     "run scripts/install-test-deps.sh")
     with run_client([node, str(DRIVER)], name="console_driver") as driver:
-        ready = driver.next_frame(timeout=60)
+        ready = driver.next_json(timeout=60)
         assert ready.get("ready"), ready
         yield driver
         driver.type_line(json.dumps({"cmd": "quit"}))
