@@ -22,6 +22,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/ws/subscribe", subscribe)
         .route("/v1/ws/unsubscribe", post(routes::unsubscribe))
         .route("/v1/events", post(routes::publish).get(routes::history))
+        .route("/v1/sources/alertmanager", post(routes::alertmanager))
         .route("/v1/ws/clients", get(routes::ws_clients))
         .route("/v1/ws/stats", get(routes::ws_stats))
         .route("/v1/admin/clients", get(routes::clients))

@@ -2,6 +2,7 @@
 //! an [`ApiError`], mapped to the SPEC's error body in `error.rs`.
 
 mod admin;
+mod alertmanager;
 mod console;
 mod extract;
 mod health;
@@ -13,6 +14,7 @@ mod subscribe;
 mod unsubscribe;
 
 pub(crate) use self::admin::{channels, clients, disconnect, ws_clients, ws_stats};
+pub(crate) use self::alertmanager::alertmanager;
 pub(crate) use self::console::{asset as console_asset, index as console_index};
 pub(crate) use self::health::{healthz, readyz};
 pub(crate) use self::history::history;

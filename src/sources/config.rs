@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::alertmanager::config::AlertmanagerSettings;
 use super::demo::config::DemoSettings;
 use super::opennebula::config::OpenNebulaSettings;
 use crate::config::error::ConfigError;
@@ -14,6 +15,9 @@ pub struct SourceSettings {
     /// `[sources.demo]`; absent means its defaults (off).
     #[serde(default)]
     pub demo: DemoSettings,
+    /// `[sources.alertmanager]`; absent means its defaults (off, channel `system`).
+    #[serde(default)]
+    pub alertmanager: AlertmanagerSettings,
 }
 
 impl SourceSettings {
@@ -22,6 +26,7 @@ impl SourceSettings {
         for (i, source) in self.opennebula.iter().enumerate() {
             source.validate(i, channels)?;
         }
-        self.demo.validate(channels)
+        self.demo.validate(channels)?;
+        self.alertmanager.validate(channels)
     }
 }

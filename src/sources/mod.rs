@@ -8,6 +8,7 @@
 //! built with the rest of the state, started when the server starts serving and stopped with
 //! it.
 
+pub mod alertmanager;
 pub mod config;
 pub mod demo;
 pub mod opennebula;

@@ -4,6 +4,7 @@ mod common;
 
 mod admin;
 mod admission;
+mod alertmanager;
 mod binary;
 mod binary_ops;
 mod cli;
