@@ -111,14 +111,19 @@ then
         || "$PYTHON" -m pip install -q --upgrade "websockets>=14"
 fi
 
-# --- wscat (npm) ----------------------------------------------------------------
-if command -v wscat >/dev/null 2>&1; then
-    say "wscat: present ($(command -v wscat))"
-else
+# npm, for the Node tools below (Debian's nodejs + npm when absent).
+ensure_npm() {
     if ! command -v npm >/dev/null 2>&1; then
         say "npm: missing, installing nodejs + npm"
         apt_install nodejs npm
     fi
+}
+
+# --- wscat (npm) ----------------------------------------------------------------
+if command -v wscat >/dev/null 2>&1; then
+    say "wscat: present ($(command -v wscat))"
+else
+    ensure_npm
     say "npm install -g wscat"
     npm install -g --no-fund --no-audit wscat
 fi
@@ -133,10 +138,7 @@ fi
 if [ -f "$(npm root -g 2>/dev/null)/@asyncapi/specs/schemas/3.0.0-without-\$id.json" ]; then
     say "@asyncapi/specs: present"
 else
-    if ! command -v npm >/dev/null 2>&1; then
-        say "npm: missing, installing nodejs + npm"
-        apt_install nodejs npm
-    fi
+    ensure_npm
     say "npm install -g @asyncapi/specs@6"
     npm install -g --no-fund --no-audit "@asyncapi/specs@6"
 fi
@@ -163,9 +165,7 @@ if [ "$(node_version ws)" = "$WS_VERSION" ] \
     && [ "$(node_version playwright-core)" = "$PLAYWRIGHT_CORE_VERSION" ]; then
     say "node packages: present (ws $WS_VERSION, playwright-core $PLAYWRIGHT_CORE_VERSION in $e2e_dir/node_modules)"
 else
-    if ! command -v npm >/dev/null 2>&1; then
-        apt_install nodejs npm
-    fi
+    ensure_npm
     say "npm install --prefix $e2e_dir ws@$WS_VERSION playwright-core@$PLAYWRIGHT_CORE_VERSION"
     npm install --prefix "$e2e_dir" --no-fund --no-audit --no-save \
         "ws@$WS_VERSION" "playwright-core@$PLAYWRIGHT_CORE_VERSION"

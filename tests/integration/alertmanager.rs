@@ -132,14 +132,7 @@ async fn malformed_payloads_get_400_so_alertmanager_does_not_retry_them() {
         let message = answer["message"].as_str().unwrap_or("");
         assert!(message.contains(says), "{message}");
     }
-    let page = hub
-        .http()
-        .get(hub.url("/v1/events?event_type=system"))
-        .bearer_auth(hub.reader("r"))
-        .send()
-        .await
-        .expect("GET");
-    let (_, page) = json_response(page).await;
+    let (_, page) = hub.history("event_type=system").await;
     assert_eq!(page["last_seq"], 0, "nothing was published");
 }
 

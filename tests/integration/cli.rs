@@ -118,14 +118,7 @@ fn publish(addr: &str, args: &[&str]) -> Command {
 
 /// `GET /v1/events?event_type=…` with a reader's token.
 async fn history(hub: &TestHub, channel: &str) -> (u16, Value) {
-    let response = hub
-        .http()
-        .get(hub.url(&format!("/v1/events?event_type={channel}")))
-        .bearer_auth(hub.reader("history"))
-        .send()
-        .await
-        .expect("history request");
-    json_response(response).await
+    hub.history(&format!("event_type={channel}")).await
 }
 
 async fn subscribed(hub: &TestHub, n: usize) {

@@ -226,16 +226,9 @@ async fn refusals_carry_the_error_body_and_publish_nothing() {
     assert_eq!(next_json(&mut ws).await["message"], "FIRST");
 }
 
-/// `GET path` with a bearer token; the JSON body (asserting 200).
-async fn get_json(hub: &TestHub, path: &str, token: &str) -> Value {
-    let response = hub
-        .http()
-        .get(hub.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("GET");
-    let (status, body) = json_response(response).await;
+/// `GET /v1/events?event_type=pdfm`: the JSON body (asserting 200).
+async fn pdfm_history(hub: &TestHub) -> Value {
+    let (status, body) = hub.history("event_type=pdfm").await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -281,7 +274,7 @@ async fn a_retry_with_the_same_idempotency_key_publishes_once_and_gets_the_same_
     assert_eq!(publish_keyed(&hub, &token, "retry-2", &next).await.0, 202);
     assert_eq!(next_json(&mut ws).await["message"], "ONCE");
     assert_eq!(next_json(&mut ws).await["message"], "NEXT");
-    let page = get_json(&hub, "/v1/events?event_type=pdfm", &hub.reader("alice")).await;
+    let page = pdfm_history(&hub).await;
     assert_eq!(page["last_seq"], 2, "two events in all");
 }
 
@@ -304,7 +297,7 @@ async fn concurrent_requests_with_one_key_publish_once() {
         .iter()
         .filter(|(_, r, _)| r.as_deref() == Some("false"));
     assert_eq!(fresh.count(), 1);
-    let page = get_json(&hub, "/v1/events?event_type=pdfm", &hub.reader("r")).await;
+    let page = pdfm_history(&hub).await;
     assert_eq!(page["last_seq"], 1);
 }
 
@@ -324,7 +317,7 @@ async fn a_key_reused_for_another_body_is_409_and_publishes_nothing() {
     // Another publisher's identical key is its own key.
     let someone_else = hub.token("other-publisher", &[EVENTS_PUBLISH]);
     assert_eq!(publish_keyed(&hub, &someone_else, "k", &other).await.0, 202);
-    let page = get_json(&hub, "/v1/events?event_type=pdfm", &hub.reader("r")).await;
+    let page = pdfm_history(&hub).await;
     assert_eq!(page["last_seq"], 2);
     // A key that is not visible ASCII, or too long: 400 before anything is published.
     for bad in ["", &"x".repeat(256)] {
@@ -346,6 +339,6 @@ async fn with_the_window_off_the_key_is_ignored() {
         let (status, replayed, _) = publish_keyed(&hub, &token, "k", &event).await;
         assert_eq!((status, replayed.as_deref()), (202, Some("false")));
     }
-    let page = get_json(&hub, "/v1/events?event_type=pdfm", &hub.reader("r")).await;
+    let page = pdfm_history(&hub).await;
     assert_eq!(page["last_seq"], 2);
 }

@@ -532,14 +532,7 @@ async fn publish_each(hub: &TestHub, messages: &[&str]) -> Vec<Value> {
 }
 
 async fn history(hub: &TestHub, query: &str) -> Value {
-    let response = hub
-        .http()
-        .get(hub.url(&format!("/v1/events?{query}")))
-        .bearer_auth(hub.reader("poller"))
-        .send()
-        .await
-        .expect("GET /v1/events");
-    let (status, body) = json_response(response).await;
+    let (status, body) = hub.history(query).await;
     assert_eq!(status, 200, "{body}");
     body
 }

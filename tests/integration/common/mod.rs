@@ -206,6 +206,18 @@ impl TestHub {
         .await
     }
 
+    /// `GET /v1/events?<query>` with a reader's token; returns status and JSON body.
+    pub async fn history(&self, query: &str) -> (u16, Value) {
+        let response = self
+            .http()
+            .get(self.url(&format!("/v1/events?{query}")))
+            .bearer_auth(self.reader("history-reader"))
+            .send()
+            .await
+            .expect("GET /v1/events");
+        json_response(response).await
+    }
+
     /// `POST /v1/events` with a publisher token; returns status and JSON body.
     pub async fn publish(&self, body: &Value) -> (u16, Value) {
         let response = self
