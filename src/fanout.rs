@@ -143,7 +143,14 @@ impl Fanout {
     /// Delivers to every subscriber of `channel`, or to `target` alone; returns how many
     /// sockets it reached. Targeted frames travel on the channel too, so they keep their place
     /// in the channel's order.
-    pub fn deliver(&self, channel: ChannelId, frame: Frame, target: Option<Uuid>) -> usize {
+    /// `published` is when the broker took the event, for the publish→socket latency.
+    pub fn deliver(
+        &self,
+        channel: ChannelId,
+        frame: Frame,
+        target: Option<Uuid>,
+        published: Instant,
+    ) -> usize {
         if let Some(target) = target {
             let subscribed = self
                 .clients
@@ -157,7 +164,7 @@ impl Fanout {
             .send(Delivery {
                 frame,
                 target,
-                published: Instant::now(),
+                published,
             })
             .unwrap_or(0);
         if target.is_some() { sent.min(1) } else { sent }

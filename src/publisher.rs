@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::broker::{Broker, Event, PublishError, Receipt};
 use crate::channels::{ChannelId, Channels};
 use crate::idempotency::{Replies, Seen, Weight};
+use crate::identity::Identity;
 use crate::protocol::PublishEvent;
 
 #[derive(Clone)]
@@ -74,10 +75,11 @@ impl Publisher {
     /// [`publish`](Self::publish) once per `key` within the window: a repeat with the same
     /// `fingerprint` gets the first receipt and publishes nothing; the same key for another
     /// request is [`PublishError::KeyReused`]. Without a key, or with the window off, it
-    /// simply publishes. `key` must already be scoped to the caller.
+    /// simply publishes. Keys are `caller`'s own: the same key from two callers is two keys.
     pub fn publish_once(
         &self,
-        key: Option<String>,
+        caller: &Identity,
+        key: Option<&str>,
         fingerprint: [u8; 32],
         events: Vec<Event>,
     ) -> Result<Published, PublishError> {
@@ -88,6 +90,8 @@ impl Publisher {
                 repeated: false,
             });
         };
+        // NUL cannot occur in a method name or a header value: the parts cannot run together.
+        let key = format!("{:?}\u{0}{}\u{0}{key}", caller.method, caller.subject);
         match replies.once(key, fingerprint, || self.publish(events))? {
             Seen::New(receipt) => Ok(Published {
                 receipt,

@@ -133,6 +133,8 @@ impl Log {
         if let Some((seq, _)) = lost {
             return seq.saturating_sub(1);
         }
+        // Entries are in seq order, and their times with them: the broker stamps each under
+        // the channel's lock. (A wall clock stepped back makes this approximate, not unsafe.)
         let before = self.entries.partition_point(|e| e.published < since);
         match self.oldest_seq() {
             Some(oldest) => oldest + before as u64 - 1,

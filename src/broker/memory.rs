@@ -65,33 +65,36 @@ impl MemoryBroker {
     /// Returns its id and how many sockets it reached.
     fn publish_one(&self, event: Event) -> (String, usize) {
         let id = protocol::new_id();
-        let published = protocol::now_micros();
-        let envelope = Envelope {
-            id: &id,
-            ref_id: None,
-            event_type: self.channels.name(event.channel),
-            timestamp: &protocol::timestamp_at(published),
-            message: &event.message,
-            body: event.body.as_deref(),
-            client_id: event.target.as_ref(),
-            seq: None,
-            epoch: Some(self.epoch),
+        let envelope = |timestamp: &str, seq: Option<u64>| {
+            Envelope {
+                id: &id,
+                ref_id: None,
+                event_type: self.channels.name(event.channel),
+                timestamp,
+                message: &event.message,
+                body: event.body.as_deref(),
+                client_id: event.target.as_ref(),
+                seq,
+                epoch: Some(self.epoch),
+            }
+            .to_frame()
         };
         let channel = event.channel;
         let sent = match event.target {
             // Private to one connection: neither numbered nor kept.
-            Some(target) => self
-                .fanout
-                .deliver(event.channel, envelope.to_frame(), Some(target)),
+            Some(target) => {
+                let frame = envelope(&protocol::timestamp(), None);
+                self.fanout
+                    .deliver(channel, frame, Some(target), Instant::now())
+            }
             None => {
-                let mut log = self.log(event.channel);
-                let frame = Envelope {
-                    seq: Some(log.next_seq()),
-                    ..envelope
-                }
-                .to_frame();
-                let sent = self.fanout.deliver(event.channel, frame.clone(), None);
-                log.record(frame, Instant::now(), published);
+                let mut log = self.log(channel);
+                // Stamped under the lock, so the history's times rise with its seqs
+                // (`since_time` relies on it); one monotonic reading serves expiry and latency.
+                let (published, now) = (protocol::now_micros(), Instant::now());
+                let frame = envelope(&protocol::timestamp_at(published), Some(log.next_seq()));
+                let sent = self.fanout.deliver(channel, frame.clone(), None, now);
+                log.record(frame, now, published);
                 sent
             }
         };

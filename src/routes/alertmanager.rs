@@ -40,15 +40,12 @@ pub(crate) async fn alertmanager(
             body: serde_json::value::to_raw_value(&alert.body).ok(),
             target: None,
         };
-        // Per alert, per caller: a retried notification publishes none of its alerts again.
-        let key = format!(
-            "{:?}\u{0}{}\u{0}{}",
-            identity.method, identity.subject, alert.key
-        );
+        // Per alert: a retried notification publishes none of its alerts again. The key holds
+        // everything that tells two notifications of an alert apart, so it never conflicts.
         let fingerprint = idempotency::fingerprint(alert.key.as_bytes());
-        let published = app
-            .publisher
-            .publish_once(Some(key), fingerprint, vec![event])?;
+        let published =
+            app.publisher
+                .publish_once(&identity, Some(&alert.key), fingerprint, vec![event])?;
         ids.extend(published.receipt.ids);
         recipients += published.receipt.recipients;
         repeated += usize::from(published.repeated);

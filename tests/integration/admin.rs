@@ -229,3 +229,37 @@ async fn the_public_implementations_shapes_with_counters_that_move() {
     let sent = |v: &Value| v["messages_sent"].as_u64().expect("a count");
     assert_eq!(sent(&after), sent(&before) + 1);
 }
+
+#[tokio::test]
+async fn the_client_list_shows_the_last_ping_sent_and_pong_received() {
+    let hub = TestHub::start_with(|s| {
+        s.heartbeat.ping_interval_secs = std::num::NonZero::new(1).expect("positive");
+    })
+    .await;
+    let (mut ws, _) = hub.subscribe(ip(1), "alice", "pdfm").await;
+    let before = admin_get(&hub, "/v1/admin/clients").await;
+    assert_eq!(before["clients"][0]["last_ping_sent"], Value::Null);
+    assert_eq!(before["clients"][0]["last_pong_received"], Value::Null);
+    // The hub's ping arrives; tungstenite queues the pong and writes it with the next frame.
+    loop {
+        if let tokio_tungstenite::tungstenite::Message::Ping(_) = next_message(&mut ws).await {
+            break;
+        }
+    }
+    send_json(
+        &mut ws,
+        &json!({"type": "health", "message": "ping", "id": "p1"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["ref_id"], "p1");
+    let after = admin_get(&hub, "/v1/admin/clients").await;
+    let alice = &after["clients"][0];
+    for key in ["last_ping_sent", "last_pong_received"] {
+        let at = alice[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} is set: {alice}"));
+        chrono::DateTime::parse_from_rfc3339(at).expect("RFC 3339");
+    }
+    let clients = admin_get(&hub, "/v1/ws/clients").await;
+    assert_ne!(clients[0]["last_pong_at"], "0001-01-01T00:00:00Z");
+}

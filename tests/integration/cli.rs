@@ -259,12 +259,7 @@ async fn ndjson_lines_publish_one_event_each_in_order_and_stop_at_a_bad_line() {
     assert_eq!(stdout.lines().count(), 1);
     assert!(stderr.contains("line 2"), "{stderr}");
     let (_, page) = history(&hub, "pdfm").await;
-    let messages: Vec<&str> = page["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["message"].as_str())
-        .collect();
+    let messages = page_messages(&page);
     assert_eq!(messages.last(), Some(&"BEFORE"), "{messages:?}");
 }
 

@@ -569,12 +569,7 @@ async fn since_time_replays_every_event_from_that_instant_then_live() {
         &format!("event_type=pdfm&since_time={}", at(&kept[1])),
     )
     .await;
-    let messages: Vec<&str> = page["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["message"].as_str())
-        .collect();
+    let messages = page_messages(&page);
     assert_eq!(messages, ["B", "C", "D", "E"]);
     assert_eq!(page["recovered"], true);
     // A time after everything: nothing to replay, live from now.

@@ -357,6 +357,16 @@ pub async fn close(mut ws: Ws) {
     let _ = tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
 }
 
+/// The `message` of every event in a `GET /v1/events` page, in order.
+pub fn page_messages(page: &Value) -> Vec<&str> {
+    page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect()
+}
+
 /// Polls `condition` until it holds or [`WAIT`] passes. For state the hub changes after the
 /// socket is gone (e.g. a registry entry after an abrupt disconnect), where no frame can tell.
 pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
