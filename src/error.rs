@@ -17,6 +17,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A `filter` that does not compile (subscribe, `GET /v1/events`).
+    #[error(transparent)]
+    InvalidFilter(#[from] crate::filter::FilterError),
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -63,7 +66,7 @@ impl ApiError {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::InvalidFilter(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::IpBusy(_) | Self::KeyReused(_) => StatusCode::CONFLICT,
@@ -84,6 +87,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::BadRequest(_) => "bad_request",
+            Self::InvalidFilter(_) => "invalid_filter",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::IpBusy(_) => "connection_limit",

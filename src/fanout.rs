@@ -6,12 +6,13 @@
 //! task never knows which broker runs.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
+use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
@@ -26,6 +27,24 @@ pub struct Delivery {
     pub target: Option<Uuid>,
     /// When it was handed to local delivery, for the publish→socket latency.
     pub published: Instant,
+    /// The event parsed once for every filtered subscriber; `None` when the channel had no
+    /// filtered subscriber as it was delivered, so an unfiltered channel pays nothing.
+    pub view: Option<Arc<EventView>>,
+}
+
+/// An event's frame parsed on first use and shared by the filtered subscribers that see it.
+#[derive(Debug, Default)]
+pub struct EventView {
+    parsed: OnceLock<Option<Value>>,
+}
+
+impl EventView {
+    /// `frame` parsed (once for all who ask); `None` if it is not JSON.
+    pub fn event(&self, frame: &str) -> Option<&Value> {
+        self.parsed
+            .get_or_init(|| serde_json::from_str(frame).ok())
+            .as_ref()
+    }
 }
 
 /// A live client as the registry sees it. The socket task reads `mask` before writing each
@@ -119,6 +138,8 @@ impl ClientState {
 /// The per-channel senders and the live clients of this node.
 pub struct Fanout {
     senders: Vec<broadcast::Sender<Delivery>>,
+    /// Per channel, how many live subscriptions carry a filter ([`FilterCount`]).
+    filtered: Vec<AtomicUsize>,
     pub(crate) clients: DashMap<Uuid, Arc<ClientState>>,
 }
 
@@ -129,8 +150,10 @@ impl Fanout {
             .ids()
             .map(|_| broadcast::channel(send_queue).0)
             .collect();
+        let filtered = channels.ids().map(|_| AtomicUsize::new(0)).collect();
         Arc::new(Self {
             senders,
+            filtered,
             clients: DashMap::new(),
         })
     }
@@ -160,11 +183,14 @@ impl Fanout {
                 return 0;
             }
         }
+        let view = (self.filtered[channel.index()].load(Ordering::Relaxed) > 0)
+            .then(|| Arc::new(EventView::default()));
         let sent = self.senders[channel.index()]
             .send(Delivery {
                 frame,
                 target,
                 published,
+                view,
             })
             .unwrap_or(0);
         if target.is_some() { sent.min(1) } else { sent }
@@ -173,5 +199,27 @@ impl Fanout {
     /// Live clients on this node.
     pub fn client_count(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Counts a filtered subscription to `channel` until the returned guard is dropped: while
+    /// any is counted, each event of the channel carries an [`EventView`].
+    pub fn count_filter(self: &Arc<Self>, channel: ChannelId) -> FilterCount {
+        self.filtered[channel.index()].fetch_add(1, Ordering::Relaxed);
+        FilterCount {
+            fanout: Arc::clone(self),
+            channel,
+        }
+    }
+}
+
+/// One filtered subscription, counted in [`Fanout`] while it lives.
+pub struct FilterCount {
+    fanout: Arc<Fanout>,
+    channel: ChannelId,
+}
+
+impl Drop for FilterCount {
+    fn drop(&mut self) {
+        self.fanout.filtered[self.channel.index()].fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -8,10 +8,11 @@
 //! | [`idempotency`] | idempotent publish: the bounded memory of answered `Idempotency-Key`s |
 //! | [`identity`] | who is calling: `Identity`, `Method`, `Owner`, claim names |
 //! | [`protocol`] | the wire format: event envelope, client messages, error frames |
+//! | [`filter`] | server-side filters: compiled once per subscription, checked per event |
 //! | [`config`] | settings: defaults, file, environment, validation |
 //! | [`channels`] | the configured channels by name and id; a subscription set as a bit mask |
 //! | [`metrics`] | Prometheus metrics: one registry per hub, counted on the path, read at scrape |
-//! | [`fanout`] | local delivery: a broadcast sender per channel, the live clients of this node |
+//! | [`fanout`] | local delivery: a broadcast sender per channel, the live clients of this node; an event parsed once for its filtered subscribers |
 //! | [`broker`] | the `Broker` seam: `seq`, history, delivery into `fanout` (`MemoryBroker` today) |
 //! | [`hub`] | the registry: clients, subscriptions, where each stream starts (resume) |
 //! | [`tls`] | native TLS: the rustls configuration, its reload, the bounded handshake |
@@ -42,6 +43,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod filter;
 pub mod hub;
 pub mod idempotency;
 pub mod identity;

@@ -195,6 +195,8 @@ pub struct ClientMessage {
     pub id: Option<String>,
     /// `body.event_types` (in-band subscribe and unsubscribe), normalised; `None` when absent.
     pub event_types: Option<Result<Vec<String>, String>>,
+    /// `body.filter` of an in-band subscribe: per channel (lower-cased), the filter's text.
+    pub filter: Option<Result<Vec<(String, String)>, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -257,7 +259,27 @@ fn client_message(
             .get("body")
             .and_then(|b| b.get("event_types"))
             .map(|v| event_type_list("event_types", v)),
+        filter: object
+            .get("body")
+            .and_then(|b| b.get("filter"))
+            .map(filter_texts),
     })
+}
+
+/// `body.filter`: an object of event type → filter text, e.g. `{"pdfm": "body.vm_id == 7"}`.
+fn filter_texts(value: &serde_json::Value) -> Result<Vec<(String, String)>, String> {
+    let invalid = || {
+        "`body.filter` must be an object of event type → filter, e.g. {\"pdfm\": \"body.vm_id == vm-17\"}"
+            .to_owned()
+    };
+    let object = value.as_object().ok_or_else(invalid)?;
+    object
+        .iter()
+        .map(|(channel, text)| {
+            let text = text.as_str().ok_or_else(invalid)?;
+            Ok((channel.trim().to_ascii_lowercase(), text.to_owned()))
+        })
+        .collect()
 }
 
 /// One event as a publisher sends it.
@@ -496,6 +518,7 @@ mod tests {
                 message: "ping".into(),
                 id: Some("p-1".into()),
                 event_types: None,
+                filter: None,
             })
         );
         let m = parse_client_message(

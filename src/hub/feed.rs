@@ -12,14 +12,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::{Stream, StreamExt};
+use futures_util::{Stream, StreamExt, ready};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::broker::Broker;
 use crate::channels::ChannelId;
-use crate::fanout::Delivery;
+use crate::fanout::{Delivery, FilterCount};
+use crate::filter::Filter;
 use crate::protocol::Frame;
 
 /// Events read from the history per call.
@@ -32,6 +33,38 @@ pub struct Feed {
     /// Boxed: only a resumed feed has one, and every subscription holds a feed.
     replay: Option<Box<Replay>>,
     live: BroadcastStream<Delivery>,
+    /// Boxed for the same reason: most subscriptions have none.
+    filter: Option<Box<FeedFilter>>,
+}
+
+/// A subscription's filter, counted in the fanout while it is in force, so that each event of
+/// the channel is parsed once for all filtered subscribers ([`crate::fanout::EventView`]).
+pub struct FeedFilter {
+    filter: Filter,
+    _counted: FilterCount,
+}
+
+impl FeedFilter {
+    pub(super) fn new(filter: Filter, counted: FilterCount) -> Self {
+        Self {
+            filter,
+            _counted: counted,
+        }
+    }
+
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    fn passes(&self, delivery: &Delivery) -> bool {
+        match &delivery.view {
+            Some(view) => view
+                .event(&delivery.frame)
+                .is_some_and(|event| self.filter.matches(event)),
+            // Delivered before this filter was counted: parse here, just this once.
+            None => self.filter.matches_frame(&delivery.frame),
+        }
+    }
 }
 
 struct Replay {
@@ -48,7 +81,19 @@ impl Feed {
         Self {
             replay: None,
             live: BroadcastStream::new(receiver),
+            filter: None,
         }
+    }
+
+    /// Only events that pass `filter` come out of this feed from now on (replayed ones too);
+    /// `None` lets every event through.
+    pub fn set_filter(&mut self, filter: Option<FeedFilter>) {
+        self.filter = filter.map(Box::new);
+    }
+
+    /// The filter in force, if any.
+    pub fn filter(&self) -> Option<&Filter> {
+        self.filter.as_deref().map(FeedFilter::filter)
     }
 
     /// Replays seqs `after + 1 ..= until` from the log, then reads `receiver`, which was opened
@@ -72,6 +117,7 @@ impl Feed {
         Self {
             replay,
             live: BroadcastStream::new(receiver),
+            filter: None,
         }
     }
 
@@ -80,9 +126,26 @@ impl Feed {
         self.replay.is_some()
     }
 
-    /// The next event of the replay; `None` once it is over and the feed is live. `Err` with
-    /// the number of events lost when the history dropped what was still to be replayed.
+    /// The next event of the replay that passes the filter; `None` once it is over and the
+    /// feed is live. `Err` with the number of events lost when the history dropped what was
+    /// still to be replayed.
     pub fn next_replayed(&mut self) -> Option<Result<Frame, u64>> {
+        loop {
+            let next = self.next_kept()?;
+            let passes = |frame: &Frame| {
+                self.filter
+                    .as_ref()
+                    .is_none_or(|f| f.filter.matches_frame(frame))
+            };
+            match next {
+                Ok(frame) if !passes(&frame) => continue,
+                other => return Some(other),
+            }
+        }
+    }
+
+    /// The next event of the replay, filtered or not.
+    fn next_kept(&mut self) -> Option<Result<Frame, u64>> {
         let replay = self.replay.as_mut()?;
         if replay.buffer.is_empty() && replay.next <= replay.until {
             let chunk =
@@ -114,6 +177,20 @@ impl Stream for Feed {
     type Item = Result<Delivery, BroadcastStreamRecvError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.live.poll_next_unpin(cx)
+        if self.filter.is_none() {
+            return self.live.poll_next_unpin(cx);
+        }
+        // Events the filter drops are skipped here; the broadcast receiver's cooperative
+        // budget still hands control back to the runtime on a long run of them.
+        loop {
+            let item = ready!(self.live.poll_next_unpin(cx));
+            let dropped = match (&self.filter, &item) {
+                (Some(filter), Some(Ok(delivery))) => !filter.passes(delivery),
+                _ => false,
+            };
+            if !dropped {
+                return Poll::Ready(item);
+            }
+        }
     }
 }

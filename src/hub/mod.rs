@@ -19,11 +19,12 @@ use std::sync::{Arc, OnceLock};
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use feed::Feed;
+pub use feed::{Feed, FeedFilter};
 
 use crate::broker::{Broker, Gap, HistoryPage, Kept};
 use crate::channels::{ChannelId, ChannelMask, Channels};
 use crate::fanout::{ClientState, Delivery, Fanout};
+use crate::filter::Filter;
 use crate::identity::Identity;
 use crate::protocol::{self, Frame};
 
@@ -101,12 +102,18 @@ pub struct Recovery {
     pub unrecovered: Vec<ChannelId>,
 }
 
+/// Per channel, the filter a subscription asked for (at most one each).
+pub type Filters = Vec<(ChannelId, Filter)>;
+
 /// The channels added by an in-band subscribe.
 #[derive(Default)]
 pub struct Added {
     pub feeds: Vec<(ChannelId, Feed)>,
     pub positions: Vec<(ChannelId, u64)>,
     pub ignored: Vec<String>,
+    /// New filters for channels the client already had; the socket task puts them on its
+    /// feeds.
+    pub refiltered: Vec<(ChannelId, FeedFilter)>,
 }
 
 /// Where one channel's stream starts for a registering client.
@@ -175,14 +182,16 @@ impl Hub {
 
     /// Registers a client subscribed to `subscriptions` (already including `global`) and opens
     /// its feeds: live from now, or, for the channels in `resume` whose gap the history still
-    /// covers, replaying the gap first. The registration ends when the returned handle is
-    /// dropped.
+    /// covers, replaying the gap first. A channel in `filters` lets through only the events
+    /// its filter passes, replayed ones included. The registration ends when the returned
+    /// handle is dropped.
     pub fn register(
         self: &Arc<Self>,
         owner: &Identity,
         ip: IpAddr,
         subscriptions: Vec<ChannelId>,
         resume: &Resume,
+        mut filters: Filters,
     ) -> (Client, Recovery) {
         let mut recovery = Recovery {
             recovered: resume.is_requested().then_some(true),
@@ -205,10 +214,12 @@ impl Hub {
                     .iter()
                     .find(|(c, _)| *c == channel)
                     .map(|&(_, seq)| seq);
-                (
-                    channel,
-                    self.open_feed(channel, since, epoch_matches, &mut recovery),
-                )
+                let mut feed = self.open_feed(channel, since, epoch_matches, &mut recovery);
+                if let Some(at) = filters.iter().position(|(c, _)| *c == channel) {
+                    let (_, filter) = filters.swap_remove(at);
+                    feed.set_filter(Some(self.feed_filter(channel, filter)));
+                }
+                (channel, feed)
             })
             .collect();
         if !recovery.reasons.is_empty() {
@@ -262,6 +273,12 @@ impl Hub {
                 Feed::live(attached.receiver)
             }
         }
+    }
+
+    /// `filter` on `channel`, counted so that the channel's events are parsed once for all
+    /// its filtered subscribers.
+    pub fn feed_filter(&self, channel: ChannelId, filter: Filter) -> FeedFilter {
+        FeedFilter::new(filter, self.fanout.count_filter(channel))
     }
 
     /// Why a cursor from `epoch` means nothing here.
@@ -417,8 +434,13 @@ impl Hub {
 
     /// Adds channels to a client (the in-band subscribe), live from now: an event published
     /// after this returns reaches the client. Unknown names are reported, not fatal; names
-    /// already subscribed change nothing.
-    pub fn add_channels(&self, client: &ClientState, requested: &[String]) -> Added {
+    /// already subscribed change nothing, unless `filters` gives them a new filter.
+    pub fn add_channels(
+        &self,
+        client: &ClientState,
+        requested: &[String],
+        mut filters: Filters,
+    ) -> Added {
         let mut order = client.order.lock().unwrap_or_else(|p| p.into_inner());
         let mut added = Added::default();
         for name in requested {
@@ -426,12 +448,19 @@ impl Hub {
                 added.ignored.push(name.clone());
                 continue;
             };
+            let filter = filters
+                .iter()
+                .position(|(c, _)| *c == channel)
+                .map(|at| self.feed_filter(channel, filters.swap_remove(at).1));
             if order.contains(&channel) {
+                added.refiltered.extend(filter.map(|f| (channel, f)));
                 continue;
             }
             let attached = self.broker.attach(channel, None);
             added.positions.push((channel, attached.last_seq));
-            added.feeds.push((channel, Feed::live(attached.receiver)));
+            let mut feed = Feed::live(attached.receiver);
+            feed.set_filter(filter);
+            added.feeds.push((channel, feed));
             // Before `global`, which stays last.
             let at = order.len().saturating_sub(1);
             order.insert(at, channel);

@@ -7,8 +7,11 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::state::AppState;
 use crate::auth;
+use crate::broker::HistoryPage;
 use crate::channels::ChannelId;
 use crate::error::ApiError;
+use crate::filter::Filter;
+use crate::hub::Hub;
 
 use super::extract::{Claimed, Read};
 
@@ -29,6 +32,7 @@ pub(crate) async fn history(
         limit,
         epoch,
         since_time,
+        filter,
     } = query;
     // A time is turned into this epoch's cursor; `epoch` then has nothing to say.
     let (since, epoch) = match since_time {
@@ -39,7 +43,10 @@ pub(crate) async fn history(
     let other_epoch = epoch.filter(|&e| e != hub.epoch());
     // A cursor from another epoch means nothing here: start from the oldest kept event.
     let after = if other_epoch.is_some() { 0 } else { since };
-    let page = hub.history(channel, after, limit);
+    let page = match &filter {
+        Some(filter) => filtered_page(hub, channel, after, limit, filter),
+        None => hub.history(channel, after, limit),
+    };
     let reason = match (other_epoch, &page.gap) {
         (Some(epoch), _) => Some(hub.other_epoch(epoch)),
         (None, Some(gap)) => Some(gap.describe(channels.name(channel), after)),
@@ -62,6 +69,42 @@ pub(crate) async fn history(
             .collect(),
     };
     Ok(Json(reply).into_response())
+}
+
+/// Up to `limit` kept events after `after` that pass `filter`, read through the history page by
+/// page. `next_since` is the last event looked at, so the next request goes on from there; the
+/// gap, if any, is the one at `after`.
+fn filtered_page(
+    hub: &Hub,
+    channel: ChannelId,
+    after: u64,
+    limit: usize,
+    filter: &Filter,
+) -> HistoryPage {
+    let mut page = hub.history(channel, after, MAX_HISTORY_PAGE);
+    let mut frames = Vec::new();
+    loop {
+        let first = page.next_since + 1 - page.frames.len() as u64;
+        for (seq, frame) in (first..).zip(std::mem::take(&mut page.frames)) {
+            if filter.matches_frame(&frame) {
+                frames.push(frame);
+                if frames.len() == limit {
+                    page.next_since = seq;
+                    page.frames = frames;
+                    return page;
+                }
+            }
+        }
+        let next = hub.history(channel, page.next_since, MAX_HISTORY_PAGE);
+        if next.frames.is_empty() || next.gap.is_some() {
+            page.frames = frames;
+            return page;
+        }
+        page = HistoryPage {
+            gap: page.gap,
+            ..next
+        };
+    }
 }
 
 /// The `GET /v1/events` answer.
@@ -89,6 +132,8 @@ pub(crate) struct HistoryQuery {
     limit: usize,
     epoch: Option<u64>,
     since_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only events that pass it (`filter=<filter>`, or `<event_type>:<filter>` as on subscribe).
+    filter: Option<Filter>,
 }
 
 impl FromRequestParts<AppState> for HistoryQuery {
@@ -102,6 +147,7 @@ impl FromRequestParts<AppState> for HistoryQuery {
         let mut epoch = None;
         let mut since_time = None;
         let mut has_since = false;
+        let mut filter_text = None;
         for (key, value) in auth::form_pairs(parts.uri.query().unwrap_or("")) {
             let number = |what: &str| {
                 value.trim().parse::<u64>().map_err(|_| {
@@ -128,6 +174,13 @@ impl FromRequestParts<AppState> for HistoryQuery {
                     );
                 }
                 "epoch" => epoch = Some(number("epoch")?),
+                "filter" if filter_text.is_some() => {
+                    return Err(ApiError::BadRequest(
+                        "filter is given twice; join the conditions with `and` in one filter"
+                            .into(),
+                    ));
+                }
+                "filter" => filter_text = Some(value),
                 "limit" => {
                     limit = usize::try_from(number("limit")?).unwrap_or(usize::MAX);
                     if limit == 0 || limit > MAX_HISTORY_PAGE {
@@ -150,12 +203,19 @@ impl FromRequestParts<AppState> for HistoryQuery {
                 "since_time with since: send one of them".into(),
             ));
         }
+        let filter = filter_text
+            .map(|text| {
+                let prefix = format!("{}:", channels.name(channel));
+                Filter::parse(text.trim_start().strip_prefix(&prefix).unwrap_or(&text))
+            })
+            .transpose()?;
         Ok(Self {
             channel,
             since,
             limit,
             epoch,
             since_time,
+            filter,
         })
     }
 }

@@ -15,7 +15,8 @@ use crate::app::state::AppState;
 use crate::auth;
 use crate::channels::ChannelId;
 use crate::error::ApiError;
-use crate::hub::Resume;
+use crate::filter::{self, Filter};
+use crate::hub::{Filters, Resume};
 use crate::identity::Identity;
 use crate::metrics::{Metrics, ResumeOutcome};
 use crate::protocol;
@@ -59,6 +60,7 @@ pub(crate) async fn subscribe(
     let resolved = channels.resolve(&requested);
     let subscriptions: Vec<ChannelId> = channels.subscription_list(&resolved.known);
     let resume = resume_request(&app, &pairs, &subscriptions)?;
+    let filters = filter_request(&app, &pairs, &subscriptions)?;
 
     let ip = app.client_ips.resolve(peer, &headers);
     let ticket = app.admission.admit(ip, &identity)?;
@@ -72,7 +74,8 @@ pub(crate) async fn subscribe(
         socket_config(upgrade, app.settings.limits.max_message_bytes)
             .on_failed_upgrade(|error| tracing::debug!(%error, "upgrade failed"))
             .on_upgrade(move |socket| {
-                let (client, recovery) = hub.register(&identity, ip, subscriptions, &resume);
+                let (client, recovery) =
+                    hub.register(&identity, ip, subscriptions, &resume, filters);
                 count_resume(metrics.as_deref(), recovery.recovered);
                 let span = session_span(&client.id(), &identity, ticket.ip());
                 let session = Session {
@@ -184,6 +187,37 @@ fn resume_request(
         }
     }
     Ok(resume)
+}
+
+/// Every `filter=<event_type>:<filter>` of a subscribe query, compiled: at most one per
+/// channel, each for a channel the socket subscribes to. A bad one is refused with `400` before
+/// the upgrade.
+fn filter_request(
+    app: &AppState,
+    pairs: &[(String, String)],
+    subscriptions: &[ChannelId],
+) -> Result<Filters, ApiError> {
+    let channels = app.hub.channels();
+    let mut filters = Filters::new();
+    for (_, value) in pairs.iter().filter(|(k, _)| k == "filter") {
+        let (name, text) = filter::split_channel(value)?;
+        let channel = channels
+            .id(&name)
+            .filter(|c| subscriptions.contains(c))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "filter names {name:?}, which this connection does not subscribe to; add it to event_types (valid event types: {})",
+                    channels.describe()
+                ))
+            })?;
+        if filters.iter().any(|(c, _)| *c == channel) {
+            return Err(ApiError::BadRequest(format!(
+                "filter: {name:?} is given twice; join the conditions with `and` in one filter"
+            )));
+        }
+        filters.push((channel, Filter::parse(text)?));
+    }
+    Ok(filters)
 }
 
 /// `since_time=<RFC 3339>`: every subscribed channel resumes from the first event published at

@@ -7,7 +7,8 @@ use serde_json::{Map, Value, json};
 
 use super::feeds::{Streams, drop_unsubscribed};
 use crate::channels::ChannelId;
-use crate::hub::{Client, HubError};
+use crate::filter::Filter;
+use crate::hub::{Client, Filters, HubError};
 use crate::protocol::{self, ClientMessage, ClientMessageError, Frame, Request, SysadmRequest};
 
 const SUPPORTED: &str =
@@ -18,7 +19,8 @@ const SUPPORTED: &str =
 pub enum Command {
     Ping,
     ClientId,
-    Subscribe(Vec<String>),
+    /// Channel names, and per channel the text of a filter (hub envelope only).
+    Subscribe(Vec<String>, Vec<(String, String)>),
     Unsubscribe(Vec<String>),
 }
 
@@ -70,9 +72,9 @@ impl Command {
         match self {
             Command::Ping => Ok(Done::Pong),
             Command::ClientId => Ok(Done::ClientId),
-            Command::Subscribe(names) => Ok(Done::Subscriptions {
+            Command::Subscribe(names, filters) => Ok(Done::Subscriptions {
                 verb: "subscribe",
-                body: subscribe(client, streams, &names),
+                body: subscribe(client, streams, &names, compile(client, &names, &filters)?),
             }),
             Command::Unsubscribe(names) => Ok(Done::Subscriptions {
                 verb: "unsubscribe",
@@ -112,10 +114,13 @@ fn from_hub(client: &Client, message: ClientMessage) -> (ReplyTo, Result<Command
     let command = match (message.channel.as_str(), message.message.as_str()) {
         ("health", "ping") => Ok(Command::Ping),
         ("system", "client-id") => Ok(Command::ClientId),
-        ("system", verb @ ("subscribe" | "unsubscribe")) => {
-            hub_event_types(client, verb, message.event_types)
-                .map(|names| verb_command(verb, names))
+        ("system", "subscribe") => hub_event_types(client, "subscribe", message.event_types)
+            .and_then(|names| Ok(Command::Subscribe(names, message.filter.unwrap_or(Ok(vec![]))?))),
+        ("system", "unsubscribe") if message.filter.is_some() => {
+            Err("`body.filter` belongs to a subscribe; an unsubscribe removes the channel and its filter".into())
         }
+        ("system", "unsubscribe") => hub_event_types(client, "unsubscribe", message.event_types)
+            .map(Command::Unsubscribe),
         (channel, other) => Err(format!(
             "unsupported message {other:?} on {channel:?}; {SUPPORTED}"
         )),
@@ -170,7 +175,7 @@ fn sysadm_command(client: &Client, request: &SysadmRequest) -> Result<Command, S
 
 fn verb_command(verb: &str, names: Vec<String>) -> Command {
     if verb == "subscribe" {
-        Command::Subscribe(names)
+        Command::Subscribe(names, Vec::new())
     } else {
         Command::Unsubscribe(names)
     }
@@ -211,15 +216,53 @@ impl ReplyTo {
     }
 }
 
-/// Adds channels; their feeds start at once.
-fn subscribe(client: &Client, streams: &mut Streams, requested: &[String]) -> Map<String, Value> {
+/// Compiles an in-band subscribe's filters, all before any takes effect: each must be for a
+/// channel the same request names.
+fn compile(
+    client: &Client,
+    names: &[String],
+    texts: &[(String, String)],
+) -> Result<Filters, String> {
+    let channels = client.hub().channels();
+    let mut filters = Filters::new();
+    for (name, text) in texts {
+        let channel = channels.id(name).filter(|_| names.contains(name)).ok_or_else(|| {
+            format!("`body.filter` names {name:?}, which this subscribe does not; name it in `body.event_types` too")
+        })?;
+        filters.push((channel, Filter::parse(text).map_err(|e| e.to_string())?));
+    }
+    Ok(filters)
+}
+
+/// Adds channels; their feeds start at once. A filter for a channel the client already has
+/// replaces that feed's filter, from the next event on.
+fn subscribe(
+    client: &Client,
+    streams: &mut Streams,
+    requested: &[String],
+    filters: Filters,
+) -> Map<String, Value> {
     let hub = client.hub();
     let channels = hub.channels();
-    let added = hub.add_channels(client.state(), requested);
+    let texts: Vec<(ChannelId, String)> = filters
+        .iter()
+        .map(|(c, f)| (*c, f.source().to_owned()))
+        .collect();
+    let added = hub.add_channels(client.state(), requested, filters);
     for (channel, feed) in added.feeds {
         streams.live.insert(channel, feed);
     }
+    for (channel, filter) in added.refiltered {
+        streams.set_filter(channel, filter);
+    }
     let mut body = protocol::subscriptions_body(&client.subscription_names(), &added.ignored);
+    if !texts.is_empty() {
+        let filters: Map<String, Value> = texts
+            .into_iter()
+            .map(|(c, text)| (channels.name(c).to_owned(), Value::String(text)))
+            .collect();
+        body.insert("filters".into(), Value::Object(filters));
+    }
     let positions: Vec<(&str, u64)> = added
         .positions
         .iter()

@@ -10,7 +10,7 @@ use super::outbox::Outbox;
 use super::{Exit, SLOW, SessionSettings, WRITE_BATCH};
 use crate::channels::ChannelId;
 use crate::fanout::Delivery;
-use crate::hub::{Client, Feed};
+use crate::hub::{Client, Feed, FeedFilter};
 
 type Received = Result<Delivery, BroadcastStreamRecvError>;
 /// A socket's channel feeds: live ones, and resumed ones still replaying history (in the order
@@ -28,6 +28,17 @@ impl Streams {
         Self {
             live: live.into_iter().collect(),
             replaying,
+        }
+    }
+}
+
+impl Streams {
+    /// Puts `filter` on the channel's feed, live or still replaying.
+    pub(super) fn set_filter(&mut self, channel: ChannelId, filter: FeedFilter) {
+        let live = self.live.iter_mut().find(|(c, _)| *c == channel);
+        let replaying = self.replaying.iter_mut().find(|(c, _)| *c == channel);
+        if let Some((_, feed)) = live.or(replaying) {
+            feed.set_filter(Some(filter));
         }
     }
 }

@@ -11,6 +11,7 @@ mod cli;
 mod console;
 mod delivery;
 mod edges;
+mod filters;
 mod hardening;
 mod http_limits;
 mod inband;
