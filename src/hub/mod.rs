@@ -177,7 +177,7 @@ impl Hub {
     /// its feeds: live from now, or, for the channels in `resume` whose gap the history still
     /// covers, replaying the gap first. The registration ends when the returned handle is
     /// dropped.
-    pub fn register(
+    pub async fn register(
         self: &Arc<Self>,
         owner: &Identity,
         ip: IpAddr,
@@ -197,20 +197,18 @@ impl Hub {
         if let (false, Some(epoch)) = (epoch_matches || resume.since.is_empty(), resume.epoch) {
             recovery.reasons.push(self.other_epoch(epoch));
         }
-        let feeds = subscriptions
-            .iter()
-            .map(|&channel| {
-                let since = resume
-                    .since
-                    .iter()
-                    .find(|(c, _)| *c == channel)
-                    .map(|&(_, seq)| seq);
-                (
-                    channel,
-                    self.open_feed(channel, since, epoch_matches, &mut recovery),
-                )
-            })
-            .collect();
+        let mut feeds = Vec::with_capacity(subscriptions.len());
+        for &channel in &subscriptions {
+            let since = resume
+                .since
+                .iter()
+                .find(|(c, _)| *c == channel)
+                .map(|&(_, seq)| seq);
+            let feed = self
+                .open_feed(channel, since, epoch_matches, &mut recovery)
+                .await;
+            feeds.push((channel, feed));
+        }
         if !recovery.reasons.is_empty() {
             recovery.recovered = Some(false);
         }
@@ -230,7 +228,7 @@ impl Hub {
     }
 
     /// One channel's feed for a registering client, and what the welcome says about it.
-    fn open_feed(
+    async fn open_feed(
         &self,
         channel: ChannelId,
         since: Option<u64>,
@@ -239,7 +237,10 @@ impl Hub {
     ) -> Feed {
         // The broker opens the receiver at the point that fixes where the replay ends, so
         // replay and live meet exactly.
-        let attached = self.broker.attach(channel, since.filter(|_| epoch_matches));
+        let attached = self
+            .broker
+            .attach(channel, since.filter(|_| epoch_matches))
+            .await;
         let last = attached.last_seq;
         match decide(since, epoch_matches, |_| attached.kept) {
             Start::Replay { after } => {
@@ -273,31 +274,31 @@ impl Hub {
     }
 
     /// The channel and seq of a kept event, by its id.
-    pub fn locate(&self, id: &str) -> Option<(ChannelId, u64)> {
-        self.broker.locate(id)
+    pub async fn locate(&self, id: &str) -> Option<(ChannelId, u64)> {
+        self.broker.locate(id).await
     }
 
     /// Up to `limit` kept events of `channel` after seq `after`, oldest first (see
     /// [`Broker::history`]).
-    pub fn history(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryPage {
-        self.broker.history(channel, after, limit)
+    pub async fn history(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryPage {
+        self.broker.history(channel, after, limit).await
     }
 
     /// The cursor for `since_time` on `channel` (see [`Broker::seq_at`]).
-    pub fn seq_at(&self, channel: ChannelId, since: chrono::DateTime<chrono::Utc>) -> u64 {
-        self.broker.seq_at(channel, since)
+    pub async fn seq_at(&self, channel: ChannelId, since: chrono::DateTime<chrono::Utc>) -> u64 {
+        self.broker.seq_at(channel, since).await
     }
 
     /// What `channel`'s history holds now.
-    pub fn kept(&self, channel: ChannelId) -> Kept {
-        self.broker.kept(channel)
+    pub async fn kept(&self, channel: ChannelId) -> Kept {
+        self.broker.kept(channel).await
     }
 
     /// Stops publishing (later publishes get `ShuttingDown`) and returns the `SERVER_SHUTDOWN`
     /// notice. Returns once every publish in progress has finished, so each socket can drain
     /// what is queued and then send the notice as its last frame.
-    pub fn close_publishing(&self, grace_secs: u64) -> Frame {
-        self.broker.close();
+    pub async fn close_publishing(&self, grace_secs: u64) -> Frame {
+        self.broker.close().await;
         self.shutdown_notice
             .get_or_init(|| {
                 protocol::server_frame(
@@ -417,19 +418,30 @@ impl Hub {
 
     /// Adds channels to a client (the in-band subscribe), live from now: an event published
     /// after this returns reaches the client. Unknown names are reported, not fatal; names
-    /// already subscribed change nothing.
-    pub fn add_channels(&self, client: &ClientState, requested: &[String]) -> Added {
-        let mut order = client.order.lock().unwrap_or_else(|p| p.into_inner());
+    /// already subscribed change nothing. The channels are attached outside the client's lock
+    /// (attaching may await the broker); only the socket task adds, so what was new stays new.
+    pub async fn add_channels(&self, client: &ClientState, requested: &[String]) -> Added {
         let mut added = Added::default();
-        for name in requested {
-            let Some(channel) = self.channels.id(name) else {
-                added.ignored.push(name.clone());
-                continue;
-            };
+        let mut new = Vec::new();
+        {
+            let order = client.order.lock().unwrap_or_else(|p| p.into_inner());
+            for name in requested {
+                match self.channels.id(name) {
+                    None => added.ignored.push(name.clone()),
+                    Some(c) if order.contains(&c) || new.contains(&c) => {}
+                    Some(c) => new.push(c),
+                }
+            }
+        }
+        let mut attached = Vec::with_capacity(new.len());
+        for &channel in &new {
+            attached.push((channel, self.broker.attach(channel, None).await));
+        }
+        let mut order = client.order.lock().unwrap_or_else(|p| p.into_inner());
+        for (channel, attached) in attached {
             if order.contains(&channel) {
                 continue;
             }
-            let attached = self.broker.attach(channel, None);
             added.positions.push((channel, attached.last_seq));
             added.feeds.push((channel, Feed::live(attached.receiver)));
             // Before `global`, which stays last.

@@ -32,14 +32,14 @@ pub(crate) async fn history(
     } = query;
     // A time is turned into this epoch's cursor; `epoch` then has nothing to say.
     let (since, epoch) = match since_time {
-        Some(at) => (app.hub.seq_at(channel, at), None),
+        Some(at) => (app.hub.seq_at(channel, at).await, None),
         None => (since, epoch),
     };
     let hub = &app.hub;
     let other_epoch = epoch.filter(|&e| e != hub.epoch());
     // A cursor from another epoch means nothing here: start from the oldest kept event.
     let after = if other_epoch.is_some() { 0 } else { since };
-    let page = hub.history(channel, after, limit);
+    let page = hub.history(channel, after, limit).await;
     let reason = match (other_epoch, &page.gap) {
         (Some(epoch), _) => Some(hub.other_epoch(epoch)),
         (None, Some(gap)) => Some(gap.describe(channels.name(channel), after)),
