@@ -7,10 +7,10 @@
 //! receipt of another request.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
 
 /// Longest key accepted (Stripe and the IETF draft use similar bounds).
 pub const MAX_KEY_LEN: usize = 255;
@@ -65,24 +65,32 @@ impl<R: Clone + Weight> Replies<R> {
     }
 
     /// Runs `publish` unless `key` was answered within the window; keeps its answer. The lock is
-    /// held across `publish`, so two concurrent requests with one key publish once.
-    pub fn once<E>(
+    /// held across `publish` (an async lock: a shared broker's publish awaits I/O), so two
+    /// concurrent requests with one key publish once.
+    pub async fn once<E, F>(
         &self,
         key: String,
         fingerprint: [u8; 32],
-        publish: impl FnOnce() -> Result<R, E>,
-    ) -> Result<Seen<R>, E> {
+        publish: impl FnOnce() -> F,
+    ) -> Result<Seen<R>, E>
+    where
+        F: Future<Output = Result<R, E>>,
+    {
         self.once_at(Instant::now(), key, fingerprint, publish)
+            .await
     }
 
-    fn once_at<E>(
+    async fn once_at<E, F>(
         &self,
         now: Instant,
         key: String,
         fingerprint: [u8; 32],
-        publish: impl FnOnce() -> Result<R, E>,
-    ) -> Result<Seen<R>, E> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        publish: impl FnOnce() -> F,
+    ) -> Result<Seen<R>, E>
+    where
+        F: Future<Output = Result<R, E>>,
+    {
+        let mut state = self.state.lock().await;
         state.expire(now, self.window);
         if let Some(answer) = state.answers.get(&key) {
             return Ok(if answer.fingerprint == fingerprint {
@@ -91,7 +99,7 @@ impl<R: Clone + Weight> Replies<R> {
                 Seen::Conflict
             });
         }
-        let reply = publish()?;
+        let reply = publish().await?;
         state.weight += reply.weight();
         while state.weight > self.max_weight && !state.order.is_empty() {
             state.evict_oldest();
@@ -142,6 +150,7 @@ pub fn valid_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::{Ready, ready};
 
     impl Weight for u32 {
         fn weight(&self) -> usize {
@@ -153,68 +162,80 @@ mod tests {
         Replies::new(Duration::from_secs(60), max_weight)
     }
 
-    fn ok(n: u32) -> impl FnOnce() -> Result<u32, ()> {
-        move || Ok(n)
+    fn ok(n: u32) -> impl FnOnce() -> Ready<Result<u32, ()>> {
+        move || ready(Ok(n))
     }
 
-    #[test]
-    fn a_repeat_gets_the_first_answer_and_runs_nothing() {
+    #[tokio::test]
+    async fn a_repeat_gets_the_first_answer_and_runs_nothing() {
         let r = replies(10);
         let body = fingerprint(b"{}");
-        assert_eq!(r.once("k".into(), body, ok(1)), Ok(Seen::New(1)));
-        let twice = r.once("k".into(), body, || -> Result<u32, ()> {
-            panic!("a repeat must not publish")
-        });
+        assert_eq!(r.once("k".into(), body, ok(1)).await, Ok(Seen::New(1)));
+        let twice = r
+            .once("k".into(), body, || -> Ready<Result<u32, ()>> {
+                panic!("a repeat must not publish")
+            })
+            .await;
         assert_eq!(twice, Ok(Seen::Repeat(1)));
     }
 
-    #[test]
-    fn the_same_key_for_another_body_is_a_conflict() {
+    #[tokio::test]
+    async fn the_same_key_for_another_body_is_a_conflict() {
         let r = replies(10);
-        r.once("k".into(), fingerprint(b"a"), ok(1)).expect("first");
+        r.once("k".into(), fingerprint(b"a"), ok(1))
+            .await
+            .expect("first");
         let other = fingerprint(b"b");
-        assert_eq!(r.once("k".into(), other, ok(2)), Ok(Seen::Conflict));
+        assert_eq!(r.once("k".into(), other, ok(2)).await, Ok(Seen::Conflict));
     }
 
-    #[test]
-    fn a_failed_publish_is_not_remembered() {
+    #[tokio::test]
+    async fn a_failed_publish_is_not_remembered() {
         let r = replies(10);
         let body = fingerprint(b"{}");
         assert_eq!(
-            r.once("k".into(), body, || Err::<u32, _>("down")),
+            r.once("k".into(), body, || ready(Err::<u32, _>("down")))
+                .await,
             Err("down")
         );
-        assert_eq!(r.once("k".into(), body, ok(3)), Ok(Seen::New(3)));
+        assert_eq!(r.once("k".into(), body, ok(3)).await, Ok(Seen::New(3)));
     }
 
-    #[test]
-    fn memory_is_bounded_by_dropping_the_oldest() {
+    #[tokio::test]
+    async fn memory_is_bounded_by_dropping_the_oldest() {
         let r = replies(2);
         let body = fingerprint(b"{}");
         for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
-            r.once(key.into(), body, ok(i as u32)).expect("publish");
+            r.once(key.into(), body, ok(i as u32))
+                .await
+                .expect("publish");
         }
         assert_eq!(
-            r.once("a".into(), body, ok(9)),
+            r.once("a".into(), body, ok(9)).await,
             Ok(Seen::New(9)),
             "a was evicted"
         );
-        assert_eq!(r.once("c".into(), body, ok(9)), Ok(Seen::Repeat(2)));
+        assert_eq!(r.once("c".into(), body, ok(9)).await, Ok(Seen::Repeat(2)));
     }
 
-    #[test]
-    fn answers_expire_after_the_window() {
+    #[tokio::test]
+    async fn answers_expire_after_the_window() {
         let r = replies(10);
         let body = fingerprint(b"{}");
         let start = Instant::now();
-        r.once_at(start, "k".into(), body, ok(1)).expect("first");
+        r.once_at(start, "k".into(), body, ok(1))
+            .await
+            .expect("first");
         let within = start + Duration::from_secs(60);
         assert_eq!(
-            r.once_at(within, "k".into(), body, ok(2)),
+            r.once_at(within, "k".into(), body, ok(2)).await,
             Ok(Seen::Repeat(1))
         );
         let after = start + Duration::from_secs(61);
-        assert_eq!(r.once_at(after, "k".into(), body, ok(2)), Ok(Seen::New(2)));
+        assert_eq!(
+            r.once_at(after, "k".into(), body, ok(2)).await,
+            Ok(Seen::New(2))
+        );
     }
 
     #[test]

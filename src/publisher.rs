@@ -68,15 +68,15 @@ impl Publisher {
 
     /// Stamps each event (id, timestamp, per-channel `seq`), keeps it in history and delivers
     /// it, in order per channel. `ShuttingDown` once publishing is closed.
-    pub fn publish(&self, events: Vec<Event>) -> Result<Receipt, PublishError> {
-        self.broker.publish(events)
+    pub async fn publish(&self, events: Vec<Event>) -> Result<Receipt, PublishError> {
+        self.broker.publish(events).await
     }
 
     /// [`publish`](Self::publish) once per `key` within the window: a repeat with the same
     /// `fingerprint` gets the first receipt and publishes nothing; the same key for another
     /// request is [`PublishError::KeyReused`]. Without a key, or with the window off, it
     /// simply publishes. Keys are `caller`'s own: the same key from two callers is two keys.
-    pub fn publish_once(
+    pub async fn publish_once(
         &self,
         caller: &Identity,
         key: Option<&str>,
@@ -84,7 +84,7 @@ impl Publisher {
         events: Vec<Event>,
     ) -> Result<Published, PublishError> {
         let (Some(key), Some(replies)) = (key, &self.replies) else {
-            let receipt = self.publish(events)?;
+            let receipt = self.publish(events).await?;
             return Ok(Published {
                 receipt,
                 repeated: false,
@@ -92,7 +92,10 @@ impl Publisher {
         };
         // NUL cannot occur in a method name or a header value: the parts cannot run together.
         let key = format!("{:?}\u{0}{}\u{0}{key}", caller.method, caller.subject);
-        match replies.once(key, fingerprint, || self.publish(events))? {
+        match replies
+            .once(key, fingerprint, || self.publish(events))
+            .await?
+        {
             Seen::New(receipt) => Ok(Published {
                 receipt,
                 repeated: false,

@@ -126,7 +126,7 @@ pub async fn run_with(
     tracing::info!(grace_secs = grace.as_secs(), "shutting down");
     state.ready.store(false, Ordering::Release);
     stop_http.cancel();
-    state.hub.close_publishing(grace.as_secs());
+    state.hub.close_publishing(grace.as_secs()).await;
     state.shutdown.cancel();
     state.sessions.close();
     connections.close();

@@ -225,7 +225,7 @@ async fn serve(
     loop {
         tokio::select! {
             biased;
-            _ = &mut shutdown => return shutdown_tail(&mut streams, client, outbox, settings),
+            _ = &mut shutdown => return shutdown_tail(&mut streams, client, outbox, settings).await,
             _ = &mut changed => {
                 if client.state().is_disconnected() {
                     return ADMIN_DISCONNECT;
@@ -244,6 +244,7 @@ async fn serve(
                 };
                 idle.as_mut().reset(Instant::now() + settings.idle_timeout);
                 let answered = answer(incoming, client, &mut streams, &mut bucket)
+                    .await
                     .and_then(|reply| reply.map_or(Ok(()), |r| outbox.push(Message::Text(r), settings)));
                 if let Err(exit) = answered {
                     return exit;
@@ -252,7 +253,7 @@ async fn serve(
             // A resumed channel's missed events, as fast as the socket takes them. Its guard is
             // read only when select! starts: `Drained` from the socket branch restarts it.
             _ = std::future::ready(()), if !streams.replaying.is_empty() && outbox.queue.is_empty() => {
-                if let Err(exit) = pump_replays(&mut streams, client, outbox, settings) {
+                if let Err(exit) = pump_replays(&mut streams, client, outbox, settings).await {
                     return exit;
                 }
             }
@@ -309,13 +310,13 @@ fn ping_timer(interval: Duration) -> tokio::time::Interval {
 
 /// Publishing is closed: queues everything published before the cut (the rest of any replay
 /// first), then the `SERVER_SHUTDOWN` notice as the last frame.
-fn shutdown_tail(
+async fn shutdown_tail(
     streams: &mut Streams,
     client: &Client,
     outbox: &mut Outbox,
     settings: &SessionSettings,
 ) -> Exit {
-    drain_replays(streams, client, outbox);
+    drain_replays(streams, client, outbox).await;
     if let Err(exit) = take_ready(&mut streams.live, client, outbox, usize::MAX, settings) {
         return exit;
     }
@@ -327,7 +328,7 @@ fn shutdown_tail(
 
 /// The reply to a client frame; `None` when it needs none (pings are answered by the library,
 /// pongs only prove liveness). Text and binary frames each take a token from the bucket.
-fn answer(
+async fn answer(
     incoming: Message,
     client: &Client,
     streams: &mut Streams,
@@ -339,7 +340,7 @@ fn answer(
         return Err(FLOOD);
     }
     match incoming {
-        Message::Text(text) => Ok(Some(command::answer(client, streams, text.as_str()))),
+        Message::Text(text) => Ok(Some(command::answer(client, streams, text.as_str()).await)),
         Message::Binary(_) => Ok(Some(protocol::error_frame(
             &client.id(),
             None,

@@ -4,10 +4,12 @@
 //! numbering, delivery and history happen in one order, and a client attaching under the
 //! same lock sees the replay end exactly where its live receiver begins.
 
+use std::future::ready;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 
 use super::history::Log;
 use super::{Attached, Broker, Event, HistoryPage, Kept, PublishError, Receipt};
@@ -105,12 +107,8 @@ impl MemoryBroker {
     }
 }
 
-impl Broker for MemoryBroker {
-    fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    fn publish(&self, events: Vec<Event>) -> Result<Receipt, PublishError> {
+impl MemoryBroker {
+    fn publish_now(&self, events: Vec<Event>) -> Result<Receipt, PublishError> {
         let closed = self.closed.read().unwrap_or_else(|p| p.into_inner());
         if *closed {
             return Err(PublishError::ShuttingDown);
@@ -127,7 +125,7 @@ impl Broker for MemoryBroker {
         Ok(receipt)
     }
 
-    fn attach(&self, channel: ChannelId, after: Option<u64>) -> Attached {
+    fn attach_now(&self, channel: ChannelId, after: Option<u64>) -> Attached {
         let mut log = self.log(channel);
         let receiver = self.fanout.subscribe(channel);
         let kept = after.map_or(Ok(()), |after| log.covers(after, Instant::now()));
@@ -138,18 +136,7 @@ impl Broker for MemoryBroker {
         }
     }
 
-    fn replay(
-        &self,
-        channel: ChannelId,
-        from: u64,
-        until: u64,
-        limit: usize,
-    ) -> Option<Vec<Frame>> {
-        self.log(channel)
-            .read_exact(from, until, limit, Instant::now())
-    }
-
-    fn history(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryPage {
+    fn history_now(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryPage {
         let mut log = self.log(channel);
         let now = Instant::now();
         let gap = log.covers(after, now).err();
@@ -167,11 +154,7 @@ impl Broker for MemoryBroker {
         }
     }
 
-    fn seq_at(&self, channel: ChannelId, since: DateTime<Utc>) -> u64 {
-        self.log(channel).seq_at(since, Instant::now())
-    }
-
-    fn kept(&self, channel: ChannelId) -> Kept {
+    fn kept_now(&self, channel: ChannelId) -> Kept {
         let log = self.log(channel);
         let (events, bytes) = log.size();
         Kept {
@@ -181,15 +164,60 @@ impl Broker for MemoryBroker {
             last_seq: log.last_seq(),
         }
     }
+}
 
-    fn locate(&self, id: &str) -> Option<(ChannelId, u64)> {
-        self.channels
-            .ids()
-            .find_map(|c| self.log(c).find(id).map(|seq| (c, seq)))
+/// Everything happens in this process under the channel's lock, so each future is ready at
+/// once: the work is done before it is returned, never across an `.await`.
+impl Broker for MemoryBroker {
+    fn epoch(&self) -> u64 {
+        self.epoch
     }
 
-    fn close(&self) {
+    fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Receipt, PublishError>> {
+        Box::pin(ready(self.publish_now(events)))
+    }
+
+    fn attach(&self, channel: ChannelId, after: Option<u64>) -> BoxFuture<'_, Attached> {
+        Box::pin(ready(self.attach_now(channel, after)))
+    }
+
+    fn replay(
+        &self,
+        channel: ChannelId,
+        from: u64,
+        until: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Option<Vec<Frame>>> {
+        let frames = self
+            .log(channel)
+            .read_exact(from, until, limit, Instant::now());
+        Box::pin(ready(frames))
+    }
+
+    fn history(&self, channel: ChannelId, after: u64, limit: usize) -> BoxFuture<'_, HistoryPage> {
+        Box::pin(ready(self.history_now(channel, after, limit)))
+    }
+
+    fn seq_at(&self, channel: ChannelId, since: DateTime<Utc>) -> BoxFuture<'_, u64> {
+        Box::pin(ready(self.log(channel).seq_at(since, Instant::now())))
+    }
+
+    fn kept(&self, channel: ChannelId) -> BoxFuture<'_, Kept> {
+        Box::pin(ready(self.kept_now(channel)))
+    }
+
+    fn locate<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<(ChannelId, u64)>> {
+        let found = self
+            .channels
+            .ids()
+            .find_map(|c| self.log(c).find(id).map(|seq| (c, seq)));
+        Box::pin(ready(found))
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        // Publishers hold the read side while they deliver: this waits for them.
         *self.closed.write().unwrap_or_else(|p| p.into_inner()) = true;
+        Box::pin(ready(()))
     }
 }
 
@@ -221,18 +249,24 @@ mod tests {
         value["seq"].as_u64().expect("a numbered frame")
     }
 
-    #[test]
-    fn attach_fixes_the_seam_between_replay_and_live() {
+    #[tokio::test]
+    async fn attach_fixes_the_seam_between_replay_and_live() {
         let (broker, pdfm) = broker();
         let published = (1..=3).map(|i| event(pdfm, &format!("m{i}"))).collect();
-        broker.publish(published).expect("open for publishing");
-        let mut attached = broker.attach(pdfm, Some(1));
+        broker
+            .publish(published)
+            .await
+            .expect("open for publishing");
+        let mut attached = broker.attach(pdfm, Some(1)).await;
         assert_eq!(attached.last_seq, 3);
         assert_eq!(attached.kept, Ok(()));
-        let replayed = broker.replay(pdfm, 2, attached.last_seq, 10).expect("kept");
+        let replayed = broker
+            .replay(pdfm, 2, attached.last_seq, 10)
+            .await
+            .expect("kept");
         assert_eq!(replayed.iter().map(seq_of).collect::<Vec<_>>(), [2, 3]);
 
-        broker.publish(vec![event(pdfm, "m4")]).expect("open");
+        broker.publish(vec![event(pdfm, "m4")]).await.expect("open");
         let live = attached
             .receiver
             .try_recv()
@@ -241,40 +275,41 @@ mod tests {
         assert!(attached.receiver.try_recv().is_err(), "nothing twice");
     }
 
-    #[test]
-    fn a_cursor_ahead_of_the_numbering_is_not_kept() {
+    #[tokio::test]
+    async fn a_cursor_ahead_of_the_numbering_is_not_kept() {
         let (broker, pdfm) = broker();
-        let attached = broker.attach(pdfm, Some(7));
+        let attached = broker.attach(pdfm, Some(7)).await;
         assert_eq!(attached.last_seq, 0);
         assert!(attached.kept.is_err());
     }
 
-    #[test]
-    fn targeted_events_are_neither_numbered_nor_kept() {
+    #[tokio::test]
+    async fn targeted_events_are_neither_numbered_nor_kept() {
         let (broker, pdfm) = broker();
         let mut targeted = event(pdfm, "private");
         targeted.target = Some(uuid::Uuid::new_v4());
-        let receipt = broker.publish(vec![targeted]).expect("open");
+        let receipt = broker.publish(vec![targeted]).await.expect("open");
         assert_eq!(receipt.recipients, 0, "the target is not connected");
-        assert_eq!(broker.history(pdfm, 0, 10).last_seq, 0);
+        assert_eq!(broker.history(pdfm, 0, 10).await.last_seq, 0);
     }
 
-    #[test]
-    fn closing_refuses_every_later_publish() {
+    #[tokio::test]
+    async fn closing_refuses_every_later_publish() {
         let (broker, pdfm) = broker();
-        broker.close();
-        let refused = broker.publish(vec![event(pdfm, "late")]);
+        broker.close().await;
+        let refused = broker.publish(vec![event(pdfm, "late")]).await;
         assert!(matches!(refused, Err(PublishError::ShuttingDown)));
-        assert_eq!(broker.history(pdfm, 0, 10).last_seq, 0);
+        assert_eq!(broker.history(pdfm, 0, 10).await.last_seq, 0);
     }
 
-    #[test]
-    fn an_event_is_found_by_its_id() {
+    #[tokio::test]
+    async fn an_event_is_found_by_its_id() {
         let (broker, pdfm) = broker();
         let receipt = broker
             .publish(vec![event(pdfm, "a"), event(pdfm, "b")])
+            .await
             .expect("open");
-        assert_eq!(broker.locate(&receipt.ids[1]), Some((pdfm, 2)));
-        assert_eq!(broker.locate("no-such-id"), None);
+        assert_eq!(broker.locate(&receipt.ids[1]).await, Some((pdfm, 2)));
+        assert_eq!(broker.locate("no-such-id").await, None);
     }
 }

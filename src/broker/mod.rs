@@ -13,6 +13,7 @@ mod history;
 mod memory;
 
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::broadcast;
@@ -87,8 +88,9 @@ pub struct Kept {
     pub last_seq: u64,
 }
 
-/// Numbers, keeps and delivers events. Every method is cheap and never blocks on I/O for
-/// long: the socket tasks and the routes call them directly.
+/// Numbers, keeps and delivers events. The methods that may need I/O (a shared store) return
+/// boxed futures, so `Arc<dyn Broker>` keeps working; [`MemoryBroker`] answers them at once.
+/// None waits long: the socket tasks and the routes await them directly.
 pub trait Broker: Send + Sync + 'static {
     /// The numbering that `seq`s belong to; a cursor from another epoch means nothing here.
     fn epoch(&self) -> u64;
@@ -96,34 +98,40 @@ pub trait Broker: Send + Sync + 'static {
     /// Stamps each event (id, timestamp, per-channel `seq` unless targeted), keeps it in
     /// history and delivers it, in order per channel. [`PublishError::ShuttingDown`] once
     /// [`close`](Broker::close) was called.
-    fn publish(&self, events: Vec<Event>) -> Result<Receipt, PublishError>;
+    fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Receipt, PublishError>>;
 
     /// Opens `channel` for a client: the live receiver opens at the very point where
     /// `last_seq` is fixed, so a replay of `after + 1 ..= last_seq` followed by the receiver
     /// has neither gap nor duplicate. `after`, when given, is checked against the history.
-    fn attach(&self, channel: ChannelId, after: Option<u64>) -> Attached;
+    fn attach(&self, channel: ChannelId, after: Option<u64>) -> BoxFuture<'_, Attached>;
 
     /// Seqs `from..=until` of `channel`, at most `limit`; `None` when the history no longer
     /// holds `from`.
-    fn replay(&self, channel: ChannelId, from: u64, until: u64, limit: usize)
-    -> Option<Vec<Frame>>;
+    fn replay(
+        &self,
+        channel: ChannelId,
+        from: u64,
+        until: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Option<Vec<Frame>>>;
 
     /// Up to `limit` kept events of `channel` after seq `after`, oldest first; from the oldest
     /// kept one when the history no longer reaches back to `after` (then `gap` says so).
-    fn history(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryPage;
+    fn history(&self, channel: ChannelId, after: u64, limit: usize) -> BoxFuture<'_, HistoryPage>;
 
     /// The cursor for "every event of `channel` published at or after `since`" (`since_time`):
     /// a replay after it gives exactly those, or, when some were dropped, the history reports the
     /// gap for it as for any cursor.
-    fn seq_at(&self, channel: ChannelId, since: DateTime<Utc>) -> u64;
+    fn seq_at(&self, channel: ChannelId, since: DateTime<Utc>) -> BoxFuture<'_, u64>;
 
     /// What `channel`'s history holds now, for metrics and the admin routes.
-    fn kept(&self, channel: ChannelId) -> Kept;
+    fn kept(&self, channel: ChannelId) -> BoxFuture<'_, Kept>;
 
     /// The channel and seq of a kept event, by its id.
-    fn locate(&self, id: &str) -> Option<(ChannelId, u64)>;
+    fn locate<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<(ChannelId, u64)>>;
 
-    /// Stops publishing. Returns once every publish in progress has finished, so what was
-    /// published before is delivered before anything sent after this returns.
-    fn close(&self);
+    /// Stops publishing. Resolves once every publish in progress has finished, so what was
+    /// published before is delivered before anything sent after this returns. Async because a
+    /// shared broker's publishes in flight are awaited, not locked.
+    fn close(&self) -> BoxFuture<'_, ()>;
 }

@@ -129,9 +129,9 @@ impl Feed {
     /// The next event of the replay that passes the filter; `None` once it is over and the
     /// feed is live. `Err` with the number of events lost when the history dropped what was
     /// still to be replayed.
-    pub fn next_replayed(&mut self) -> Option<Result<Frame, u64>> {
+    pub async fn next_replayed(&mut self) -> Option<Result<Frame, u64>> {
         loop {
-            let next = self.next_kept()?;
+            let next = self.next_kept().await?;
             let passes = |frame: &Frame| {
                 self.filter
                     .as_ref()
@@ -145,13 +145,13 @@ impl Feed {
     }
 
     /// The next event of the replay, filtered or not.
-    fn next_kept(&mut self) -> Option<Result<Frame, u64>> {
+    async fn next_kept(&mut self) -> Option<Result<Frame, u64>> {
         let replay = self.replay.as_mut()?;
         if replay.buffer.is_empty() && replay.next <= replay.until {
-            let chunk =
-                replay
-                    .broker
-                    .replay(replay.channel, replay.next, replay.until, REPLAY_CHUNK);
+            let chunk = replay
+                .broker
+                .replay(replay.channel, replay.next, replay.until, REPLAY_CHUNK)
+                .await;
             match chunk {
                 Some(frames) if !frames.is_empty() => {
                     replay.next += frames.len() as u64;

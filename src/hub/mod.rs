@@ -185,7 +185,7 @@ impl Hub {
     /// covers, replaying the gap first. A channel in `filters` lets through only the events
     /// its filter passes, replayed ones included. The registration ends when the returned
     /// handle is dropped.
-    pub fn register(
+    pub async fn register(
         self: &Arc<Self>,
         owner: &Identity,
         ip: IpAddr,
@@ -206,22 +206,22 @@ impl Hub {
         if let (false, Some(epoch)) = (epoch_matches || resume.since.is_empty(), resume.epoch) {
             recovery.reasons.push(self.other_epoch(epoch));
         }
-        let feeds = subscriptions
-            .iter()
-            .map(|&channel| {
-                let since = resume
-                    .since
-                    .iter()
-                    .find(|(c, _)| *c == channel)
-                    .map(|&(_, seq)| seq);
-                let mut feed = self.open_feed(channel, since, epoch_matches, &mut recovery);
-                if let Some(at) = filters.iter().position(|(c, _)| *c == channel) {
-                    let (_, filter) = filters.swap_remove(at);
-                    feed.set_filter(Some(self.feed_filter(channel, filter)));
-                }
-                (channel, feed)
-            })
-            .collect();
+        let mut feeds = Vec::with_capacity(subscriptions.len());
+        for &channel in &subscriptions {
+            let since = resume
+                .since
+                .iter()
+                .find(|(c, _)| *c == channel)
+                .map(|&(_, seq)| seq);
+            let mut feed = self
+                .open_feed(channel, since, epoch_matches, &mut recovery)
+                .await;
+            if let Some(at) = filters.iter().position(|(c, _)| *c == channel) {
+                let (_, filter) = filters.swap_remove(at);
+                feed.set_filter(Some(self.feed_filter(channel, filter)));
+            }
+            feeds.push((channel, feed));
+        }
         if !recovery.reasons.is_empty() {
             recovery.recovered = Some(false);
         }
@@ -241,7 +241,7 @@ impl Hub {
     }
 
     /// One channel's feed for a registering client, and what the welcome says about it.
-    fn open_feed(
+    async fn open_feed(
         &self,
         channel: ChannelId,
         since: Option<u64>,
@@ -250,7 +250,10 @@ impl Hub {
     ) -> Feed {
         // The broker opens the receiver at the point that fixes where the replay ends, so
         // replay and live meet exactly.
-        let attached = self.broker.attach(channel, since.filter(|_| epoch_matches));
+        let attached = self
+            .broker
+            .attach(channel, since.filter(|_| epoch_matches))
+            .await;
         let last = attached.last_seq;
         match decide(since, epoch_matches, |_| attached.kept) {
             Start::Replay { after } => {
@@ -290,31 +293,31 @@ impl Hub {
     }
 
     /// The channel and seq of a kept event, by its id.
-    pub fn locate(&self, id: &str) -> Option<(ChannelId, u64)> {
-        self.broker.locate(id)
+    pub async fn locate(&self, id: &str) -> Option<(ChannelId, u64)> {
+        self.broker.locate(id).await
     }
 
     /// Up to `limit` kept events of `channel` after seq `after`, oldest first (see
     /// [`Broker::history`]).
-    pub fn history(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryPage {
-        self.broker.history(channel, after, limit)
+    pub async fn history(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryPage {
+        self.broker.history(channel, after, limit).await
     }
 
     /// The cursor for `since_time` on `channel` (see [`Broker::seq_at`]).
-    pub fn seq_at(&self, channel: ChannelId, since: chrono::DateTime<chrono::Utc>) -> u64 {
-        self.broker.seq_at(channel, since)
+    pub async fn seq_at(&self, channel: ChannelId, since: chrono::DateTime<chrono::Utc>) -> u64 {
+        self.broker.seq_at(channel, since).await
     }
 
     /// What `channel`'s history holds now.
-    pub fn kept(&self, channel: ChannelId) -> Kept {
-        self.broker.kept(channel)
+    pub async fn kept(&self, channel: ChannelId) -> Kept {
+        self.broker.kept(channel).await
     }
 
     /// Stops publishing (later publishes get `ShuttingDown`) and returns the `SERVER_SHUTDOWN`
     /// notice. Returns once every publish in progress has finished, so each socket can drain
     /// what is queued and then send the notice as its last frame.
-    pub fn close_publishing(&self, grace_secs: u64) -> Frame {
-        self.broker.close();
+    pub async fn close_publishing(&self, grace_secs: u64) -> Frame {
+        self.broker.close().await;
         self.shutdown_notice
             .get_or_init(|| {
                 protocol::server_frame(
@@ -434,29 +437,40 @@ impl Hub {
 
     /// Adds channels to a client (the in-band subscribe), live from now: an event published
     /// after this returns reaches the client. Unknown names are reported, not fatal; names
-    /// already subscribed change nothing, unless `filters` gives them a new filter.
-    pub fn add_channels(
+    /// already subscribed change nothing, unless `filters` gives them a new filter. The channels are attached outside the client's lock
+    /// (attaching may await the broker); only the socket task adds, so what was new stays new.
+    pub async fn add_channels(
         &self,
         client: &ClientState,
         requested: &[String],
         mut filters: Filters,
     ) -> Added {
-        let mut order = client.order.lock().unwrap_or_else(|p| p.into_inner());
         let mut added = Added::default();
-        for name in requested {
-            let Some(channel) = self.channels.id(name) else {
-                added.ignored.push(name.clone());
-                continue;
-            };
-            let filter = filters
-                .iter()
-                .position(|(c, _)| *c == channel)
-                .map(|at| self.feed_filter(channel, filters.swap_remove(at).1));
-            if order.contains(&channel) {
-                added.refiltered.extend(filter.map(|f| (channel, f)));
-                continue;
+        let mut new = Vec::new();
+        {
+            let order = client.order.lock().unwrap_or_else(|p| p.into_inner());
+            for name in requested {
+                let Some(channel) = self.channels.id(name) else {
+                    added.ignored.push(name.clone());
+                    continue;
+                };
+                let filter = filters
+                    .iter()
+                    .position(|(c, _)| *c == channel)
+                    .map(|at| self.feed_filter(channel, filters.swap_remove(at).1));
+                if order.contains(&channel) {
+                    added.refiltered.extend(filter.map(|f| (channel, f)));
+                } else if !new.iter().any(|(c, _)| *c == channel) {
+                    new.push((channel, filter));
+                }
             }
-            let attached = self.broker.attach(channel, None);
+        }
+        let mut attached = Vec::with_capacity(new.len());
+        for (channel, filter) in new {
+            attached.push((channel, filter, self.broker.attach(channel, None).await));
+        }
+        let mut order = client.order.lock().unwrap_or_else(|p| p.into_inner());
+        for (channel, filter, attached) in attached {
             added.positions.push((channel, attached.last_seq));
             let mut feed = Feed::live(attached.receiver);
             feed.set_filter(filter);

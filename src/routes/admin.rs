@@ -68,24 +68,21 @@ pub(crate) async fn disconnect(
 pub(crate) async fn channels(State(app): State<AppState>, _: Claimed<Admin>) -> Json<Value> {
     let hub = &app.hub;
     let subscribers = hub.subscribers();
-    let channels: Vec<Value> = hub
-        .channels()
-        .ids()
-        .map(|channel| {
-            let (published, delivered) = app
-                .metrics
-                .as_ref()
-                .map(|m| m.channel_totals(channel))
-                .map_or((Value::Null, Value::Null), |(p, d)| (p.into(), d.into()));
-            json!({
-                "channel": hub.channels().name(channel),
-                "subscribers": subscribers.get(channel.index()).copied().unwrap_or(0),
-                "events_published": published,
-                "events_delivered": delivered,
-                "history": hub.kept(channel),
-            })
-        })
-        .collect();
+    let mut channels: Vec<Value> = Vec::new();
+    for channel in hub.channels().ids() {
+        let (published, delivered) = app
+            .metrics
+            .as_ref()
+            .map(|m| m.channel_totals(channel))
+            .map_or((Value::Null, Value::Null), |(p, d)| (p.into(), d.into()));
+        channels.push(json!({
+            "channel": hub.channels().name(channel),
+            "subscribers": subscribers.get(channel.index()).copied().unwrap_or(0),
+            "events_published": published,
+            "events_delivered": delivered,
+            "history": hub.kept(channel).await,
+        }));
+    }
     Json(json!({ "epoch": hub.epoch(), "channels": channels }))
 }
 

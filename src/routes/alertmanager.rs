@@ -43,9 +43,10 @@ pub(crate) async fn alertmanager(
         // Per alert: a retried notification publishes none of its alerts again. The key holds
         // everything that tells two notifications of an alert apart, so it never conflicts.
         let fingerprint = idempotency::fingerprint(alert.key.as_bytes());
-        let published =
-            app.publisher
-                .publish_once(&identity, Some(&alert.key), fingerprint, vec![event])?;
+        let published = app
+            .publisher
+            .publish_once(&identity, Some(&alert.key), fingerprint, vec![event])
+            .await?;
         ids.extend(published.receipt.ids);
         recipients += published.receipt.recipients;
         repeated += usize::from(published.repeated);

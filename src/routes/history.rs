@@ -36,7 +36,7 @@ pub(crate) async fn history(
     } = query;
     // A time is turned into this epoch's cursor; `epoch` then has nothing to say.
     let (since, epoch) = match since_time {
-        Some(at) => (app.hub.seq_at(channel, at), None),
+        Some(at) => (app.hub.seq_at(channel, at).await, None),
         None => (since, epoch),
     };
     let hub = &app.hub;
@@ -44,8 +44,8 @@ pub(crate) async fn history(
     // A cursor from another epoch means nothing here: start from the oldest kept event.
     let after = if other_epoch.is_some() { 0 } else { since };
     let page = match &filter {
-        Some(filter) => filtered_page(hub, channel, after, limit, filter),
-        None => hub.history(channel, after, limit),
+        Some(filter) => filtered_page(hub, channel, after, limit, filter).await,
+        None => hub.history(channel, after, limit).await,
     };
     let reason = match (other_epoch, &page.gap) {
         (Some(epoch), _) => Some(hub.other_epoch(epoch)),
@@ -74,14 +74,14 @@ pub(crate) async fn history(
 /// Up to `limit` kept events after `after` that pass `filter`, read through the history page by
 /// page. `next_since` is the last event looked at, so the next request goes on from there; the
 /// gap, if any, is the one at `after`.
-fn filtered_page(
+async fn filtered_page(
     hub: &Hub,
     channel: ChannelId,
     after: u64,
     limit: usize,
     filter: &Filter,
 ) -> HistoryPage {
-    let mut page = hub.history(channel, after, MAX_HISTORY_PAGE);
+    let mut page = hub.history(channel, after, MAX_HISTORY_PAGE).await;
     let mut frames = Vec::new();
     loop {
         let first = page.next_since + 1 - page.frames.len() as u64;
@@ -95,7 +95,9 @@ fn filtered_page(
                 }
             }
         }
-        let next = hub.history(channel, page.next_since, MAX_HISTORY_PAGE);
+        let next = hub
+            .history(channel, page.next_since, MAX_HISTORY_PAGE)
+            .await;
         if next.frames.is_empty() || next.gap.is_some() {
             page.frames = frames;
             return page;

@@ -16,26 +16,23 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Result<Response, Api
             "metrics are off ([metrics] enabled = false)".into(),
         ));
     };
-    let text = metrics.render(snapshot(&app));
+    let text = metrics.render(snapshot(&app).await);
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
 
-fn snapshot(app: &AppState) -> Snapshot {
+async fn snapshot(app: &AppState) -> Snapshot {
     let hub = &app.hub;
     let subscribers = hub.subscribers();
-    let channels = hub
-        .channels()
-        .ids()
-        .map(|channel| {
-            let kept = hub.kept(channel);
-            ChannelSample {
-                channel: hub.channels().name(channel).to_owned(),
-                subscribers: subscribers.get(channel.index()).copied().unwrap_or(0),
-                history_events: kept.events as u64,
-                history_bytes: kept.bytes as u64,
-            }
-        })
-        .collect();
+    let mut channels = Vec::new();
+    for channel in hub.channels().ids() {
+        let kept = hub.kept(channel).await;
+        channels.push(ChannelSample {
+            channel: hub.channels().name(channel).to_owned(),
+            subscribers: subscribers.get(channel.index()).copied().unwrap_or(0),
+            history_events: kept.events as u64,
+            history_bytes: kept.bytes as u64,
+        });
+    }
     Snapshot {
         connections: hub.client_count() as u64,
         channels,

@@ -35,7 +35,8 @@ pub(crate) async fn publish(
     let fingerprint = idempotency::fingerprint(&bytes);
     let published = app
         .publisher
-        .publish_once(&identity, key, fingerprint, events)?;
+        .publish_once(&identity, key, fingerprint, events)
+        .await?;
     let replayed = [(REPLAYED, if published.repeated { "true" } else { "false" })];
     Ok((StatusCode::ACCEPTED, replayed, Json(published.receipt)).into_response())
 }

@@ -59,7 +59,7 @@ pub(crate) async fn subscribe(
     let channels = app.hub.channels();
     let resolved = channels.resolve(&requested);
     let subscriptions: Vec<ChannelId> = channels.subscription_list(&resolved.known);
-    let resume = resume_request(&app, &pairs, &subscriptions)?;
+    let resume = resume_request(&app, &pairs, &subscriptions).await?;
     let filters = filter_request(&app, &pairs, &subscriptions)?;
 
     let ip = app.client_ips.resolve(peer, &headers);
@@ -73,9 +73,10 @@ pub(crate) async fn subscribe(
     Ok(
         socket_config(upgrade, app.settings.limits.max_message_bytes)
             .on_failed_upgrade(|error| tracing::debug!(%error, "upgrade failed"))
-            .on_upgrade(move |socket| {
-                let (client, recovery) =
-                    hub.register(&identity, ip, subscriptions, &resume, filters);
+            .on_upgrade(move |socket| async move {
+                let (client, recovery) = hub
+                    .register(&identity, ip, subscriptions, &resume, filters)
+                    .await;
                 count_resume(metrics.as_deref(), recovery.recovered);
                 let span = session_span(&client.id(), &identity, ticket.ip());
                 let session = Session {
@@ -87,7 +88,7 @@ pub(crate) async fn subscribe(
                     shutdown,
                     tracker,
                 };
-                ws::run(socket, session).instrument(span)
+                ws::run(socket, session).instrument(span).await
             }),
     )
 }
@@ -122,7 +123,7 @@ fn session_span(
 /// Reads `since`, `last_event_id` and `epoch` from a subscribe query. A cursor must name a
 /// channel the socket subscribes to: a resume that could not be honoured is refused with `400`
 /// before the upgrade, never silently dropped.
-fn resume_request(
+async fn resume_request(
     app: &AppState,
     pairs: &[(String, String)],
     subscriptions: &[ChannelId],
@@ -168,11 +169,11 @@ fn resume_request(
         }
     }
     if let Some((_, value)) = pairs.iter().find(|(k, _)| k == "since_time") {
-        since_time(app, value, subscriptions, &mut resume, pairs)?;
+        since_time(app, value, subscriptions, &mut resume, pairs).await?;
     }
     if let Some((_, id)) = pairs.iter().find(|(k, _)| k == "last_event_id") {
         let id = id.trim().to_ascii_lowercase();
-        match app.hub.locate(&id) {
+        match app.hub.locate(&id).await {
             Some((channel, seq)) => {
                 let name = channels.name(channel);
                 let channel = subscribed(name, "last_event_id")?;
@@ -223,7 +224,7 @@ fn filter_request(
 /// `since_time=<RFC 3339>`: every subscribed channel resumes from the first event published at
 /// or after that instant. The cursors are the hub's own, of its current epoch, so `epoch` is not
 /// needed; `since` or `last_event_id` beside it would be a second answer to one question.
-fn since_time(
+async fn since_time(
     app: &AppState,
     value: &str,
     subscriptions: &[ChannelId],
@@ -240,10 +241,12 @@ fn since_time(
     }
     let at = protocol::parse_since_time(value).map_err(ApiError::BadRequest)?;
     resume.epoch = None;
-    resume.since = subscriptions
-        .iter()
-        .map(|&channel| (channel, app.hub.seq_at(channel, at)))
-        .collect();
+    resume.since = Vec::with_capacity(subscriptions.len());
+    for &channel in subscriptions {
+        resume
+            .since
+            .push((channel, app.hub.seq_at(channel, at).await));
+    }
     Ok(())
 }
 

@@ -47,7 +47,7 @@ enum Done {
 }
 
 /// The answer to one client text frame: a reply, or an error frame. Never closes the socket.
-pub fn answer(client: &Client, streams: &mut Streams, text: &str) -> Frame {
+pub async fn answer(client: &Client, streams: &mut Streams, text: &str) -> Frame {
     let request = match protocol::parse_request(text) {
         Ok(request) => request,
         Err(error) => {
@@ -59,7 +59,11 @@ pub fn answer(client: &Client, streams: &mut Streams, text: &str) -> Frame {
         Request::Hub(message) => from_hub(client, message),
         Request::Sysadm(request) => from_sysadm(client, request),
     };
-    match command.and_then(|c| c.apply(client, streams)) {
+    let done = match command {
+        Ok(command) => command.apply(client, streams).await,
+        Err(text) => Err(text),
+    };
+    match done {
         Ok(done) => reply_to.answer(client, done),
         Err(text) => reply_to.error(client, &text),
     }
@@ -68,13 +72,13 @@ pub fn answer(client: &Client, streams: &mut Streams, text: &str) -> Frame {
 impl Command {
     /// Carries the command out on this socket. Feeds are opened (or dropped) before the answer
     /// is queued, so a subscription change is in force for the very next event.
-    fn apply(self, client: &Client, streams: &mut Streams) -> Result<Done, String> {
+    async fn apply(self, client: &Client, streams: &mut Streams) -> Result<Done, String> {
         match self {
             Command::Ping => Ok(Done::Pong),
             Command::ClientId => Ok(Done::ClientId),
             Command::Subscribe(names, filters) => Ok(Done::Subscriptions {
                 verb: "subscribe",
-                body: subscribe(client, streams, &names, compile(client, &names, &filters)?),
+                body: subscribe(client, streams, &names, compile(client, &names, &filters)?).await,
             }),
             Command::Unsubscribe(names) => Ok(Done::Subscriptions {
                 verb: "unsubscribe",
@@ -236,7 +240,7 @@ fn compile(
 
 /// Adds channels; their feeds start at once. A filter for a channel the client already has
 /// replaces that feed's filter, from the next event on.
-fn subscribe(
+async fn subscribe(
     client: &Client,
     streams: &mut Streams,
     requested: &[String],
@@ -248,7 +252,7 @@ fn subscribe(
         .iter()
         .map(|(c, f)| (*c, f.source().to_owned()))
         .collect();
-    let added = hub.add_channels(client.state(), requested, filters);
+    let added = hub.add_channels(client.state(), requested, filters).await;
     for (channel, feed) in added.feeds {
         streams.live.insert(channel, feed);
     }

@@ -44,7 +44,7 @@ impl Streams {
 }
 
 /// Queues up to [`WRITE_BATCH`] replayed events.
-pub(super) fn pump_replays(
+pub(super) async fn pump_replays(
     streams: &mut Streams,
     client: &Client,
     outbox: &mut Outbox,
@@ -60,7 +60,7 @@ pub(super) fn pump_replays(
             streams.replaying.remove(0);
             continue;
         }
-        match feed.next_replayed() {
+        match feed.next_replayed().await {
             Some(Ok(frame)) => {
                 outbox.push(Message::Text(frame), settings)?;
                 budget -= 1;
@@ -85,14 +85,14 @@ pub(super) fn pump_replays(
 
 /// At shutdown: queues the rest of every replay, past the outbox limit. What it holds is bounded
 /// by the history and shared with it; `finish` writes it within the close timeout.
-pub(super) fn drain_replays(streams: &mut Streams, client: &Client, outbox: &mut Outbox) {
+pub(super) async fn drain_replays(streams: &mut Streams, client: &Client, outbox: &mut Outbox) {
     let mask = client.state().mask();
     for (channel, mut feed) in std::mem::take(&mut streams.replaying) {
         if !mask.contains(channel) {
             continue;
         }
         // A replay the history overtook ends here; the client resumes from its last seq.
-        while let Some(Ok(frame)) = feed.next_replayed() {
+        while let Some(Ok(frame)) = feed.next_replayed().await {
             outbox.queue.push_back(Message::Text(frame));
         }
         streams.live.insert(channel, feed);

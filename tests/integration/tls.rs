@@ -23,12 +23,16 @@ async fn tls_hub(files: &TlsFiles, header_timeout_secs: u64) -> TestHub {
 }
 
 /// Publishes in-process (the HTTP route is covered elsewhere; here the socket is under test).
-fn publish(hub: &TestHub, message: &str) {
+async fn publish(hub: &TestHub, message: &str) {
     let event: PublishEvent =
         serde_json::from_value(serde_json::json!({"event_type": "pdfm", "message": message}))
             .expect("event");
     let events = hub.state.publisher.prepare(vec![event]).expect("valid");
-    hub.state.publisher.publish(events).expect("published");
+    hub.state
+        .publisher
+        .publish(events)
+        .await
+        .expect("published");
 }
 
 /// The leaf certificate a fresh handshake presents.
@@ -70,7 +74,7 @@ async fn a_wss_subscriber_receives_published_events_and_https_answers() {
         next_json(&mut ws).await["message"],
         events_hub::protocol::WELCOME_MESSAGE
     );
-    publish(&hub, "OVER_TLS");
+    publish(&hub, "OVER_TLS").await;
     assert_eq!(next_json(&mut ws).await["message"], "OVER_TLS");
 
     // A plain request over TLS too, the response read with httparse.
@@ -148,7 +152,7 @@ async fn reload_presents_the_new_certificate_and_keeps_open_sockets() {
     files.write(&b);
     tls.reload().expect("reload");
     assert_eq!(presented(&hub, &ca).await, b.der.as_ref());
-    publish(&hub, "AFTER_RELOAD");
+    publish(&hub, "AFTER_RELOAD").await;
     assert_eq!(next_json(&mut ws).await["message"], "AFTER_RELOAD");
 
     // A broken file is refused and the certificate in force stays.

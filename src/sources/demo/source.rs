@@ -105,7 +105,7 @@ impl Source for Demo {
                         target: None,
                     })
                     .collect();
-                match ctx.publisher.publish(events) {
+                match ctx.publisher.publish(events).await {
                     Ok(receipt) => {
                         stats
                             .published

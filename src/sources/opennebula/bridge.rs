@@ -2,7 +2,8 @@
 //! are mapped (`mapping`) and published like any publisher's events.
 //!
 //! libzmq's API blocks, so each bridge runs on a thread of its own and never on the async
-//! runtime; publishing is synchronous and cheap, so the thread publishes directly. libzmq
+//! runtime; the thread publishes by blocking on the runtime's handle (a publish is awaited:
+//! a shared broker's may do I/O). libzmq
 //! reconnects by itself with exponential back-off (`reconnect_min_ms` doubling up to
 //! `reconnect_max_ms`) and, with ZMTP heartbeats, also notices a publisher that vanished
 //! without closing its connection. A socket monitor tells the bridge when the link is up, for
@@ -63,8 +64,16 @@ pub fn spawn(
         );
         return;
     };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::error!(
+            source = index,
+            "OpenNebula bridge not started: not started from the async runtime"
+        );
+        return;
+    };
     let bridge = Bridge {
         index,
+        runtime,
         mapper: Mapper::new(&settings),
         settings,
         publisher,
@@ -98,6 +107,8 @@ enum Flow {
 
 struct Bridge {
     index: usize,
+    /// Where the thread's publishes run.
+    runtime: tokio::runtime::Handle,
     settings: OpenNebulaSettings,
     publisher: Publisher,
     channel: ChannelId,
@@ -222,7 +233,7 @@ impl Bridge {
                     .collect();
                 let count = events.len();
                 self.stats.set_tracked(self.mapper.remembered());
-                match self.publisher.publish(events) {
+                match self.runtime.block_on(self.publisher.publish(events)) {
                     Ok(_) => self.stats.published(count),
                     Err(PublishError::ShuttingDown) => {
                         tracing::debug!(
