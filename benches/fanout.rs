@@ -49,6 +49,8 @@ const SCENARIOS: &[&str] = &[
     "throughput-10k",
     "memory",
     "handshakes",
+    "filter-1k",
+    "filter-1k-off",
 ];
 
 #[derive(Parser, Debug)]
@@ -56,7 +58,8 @@ const SCENARIOS: &[&str] = &[
     name = "fanout",
     about = "Fan-out benchmark of events-hub against the machine's own limit (the baseline)",
     after_help = "Scenarios: latency, latency-batch, sustained, throughput-1k, throughput-10k, \
-                  memory, handshakes, all (the default). Options override the chosen scenarios' \
+                  memory, handshakes, filter-1k (each subscriber filters on its own vm_id; hub only), \
+                  filter-1k-off (the same load unfiltered), all (the default). Options override the chosen scenarios' \
                   parameters."
 )]
 struct Args {
@@ -134,12 +137,21 @@ struct Scenario {
     load: Load,
     /// Hub settings (environment) this scenario needs.
     env: Vec<(String, String)>,
+    /// Server-side filters: each subscriber filters on its own `vm_id` out of this many
+    /// (0: no filters). The baseline server has none, so such a scenario measures the hub only.
+    groups: usize,
 }
 
 impl Scenario {
     fn title(&self) -> String {
         let n = self.subscribers;
         match self.load {
+            Load::Open(o) if self.groups > 0 => format!(
+                "{n} subscribers × {} events/s, each subscriber filtering on one of {} vm_ids, open loop, {} s",
+                o.rate,
+                self.groups,
+                o.duration.as_secs_f64()
+            ),
             Load::Open(o) if o.batch == 1 => format!(
                 "{n} subscribers × {} single events/s, open loop, {} s",
                 o.rate,
@@ -221,6 +233,8 @@ fn scenario(name: &str, args: &Args) -> Option<Scenario> {
         "latency" => (100, open(200.0, 1, 20.0)),
         "latency-batch" => (100, open(10.0, 20, 20.0)),
         "sustained" => (1_000, open(200.0, 1, 15.0)),
+        // Issue 15's filter cost: the same 1,000 sockets and events, filtered and not.
+        "filter-1k" | "filter-1k-off" => (1_000, open(1_000.0, 1, 10.0)),
         "throughput-1k" => (1_000, closed(10.0, 200)),
         "throughput-10k" => (10_000, closed(10.0, 100)),
         "memory" => (15_000, Load::Idle),
@@ -233,6 +247,7 @@ fn scenario(name: &str, args: &Args) -> Option<Scenario> {
         ),
         "smoke-single" => (200, open(200.0, 1, 2.0)),
         "smoke-batch" => (200, closed(1.0, 200)),
+        "smoke-filter" => (200, open(200.0, 1, 2.0)),
         _ => return None,
     };
     let mut s = Scenario {
@@ -241,6 +256,11 @@ fn scenario(name: &str, args: &Args) -> Option<Scenario> {
         connectors: args.connectors.unwrap_or(64),
         load,
         env: Vec::new(),
+        groups: match name {
+            "filter-1k" => 1_000,
+            "smoke-filter" => 20,
+            _ => 0,
+        },
     };
     if let Load::Handshakes { total, concurrency } = &mut s.load {
         *total = args.handshakes.unwrap_or(*total);
@@ -421,7 +441,7 @@ async fn run_load(
         Load::Closed(c) => c.lanes,
         _ => 1,
     };
-    let shared = Shared::new(lanes);
+    let shared = Shared::with_groups(lanes, sc.groups);
     let stop = CancellationToken::new();
     let permits = Arc::new(Semaphore::new(sc.connectors.max(1)));
     let rss_before = target::rss_kib(server_pid).unwrap_or(0);
@@ -492,7 +512,11 @@ async fn run_load(
                 .and_then(Result::ok)
                 .unwrap_or_default();
             // Drain: wait until every subscriber has every event, or nothing moves for 5 s.
-            let expected = published.events() * ready as u64;
+            let expected = match sc.groups {
+                0 => published.events() * ready as u64,
+                // Each event reaches the subscribers of its one vm_id.
+                groups => published.events() * ready as u64 / groups as u64,
+            };
             let mut last_count = shared.delivered.load(Ordering::Relaxed);
             let mut last_move = Instant::now();
             let drain_deadline = Instant::now() + Duration::from_secs(120);
@@ -522,14 +546,22 @@ async fn run_load(
                 used.server_secs * 1e9 / delivered.max(1) as f64,
             );
             r.put(
+                "server CPU µs per published event",
+                used.server_secs * 1e6 / published.events().max(1) as f64,
+            );
+            r.put(
                 "generator CPU ns per delivery",
                 used.generator_secs * 1e9 / delivered.max(1) as f64,
             );
             let window_secs = (end_ns.saturating_sub(published.first_ns)) as f64 / 1e9;
             if let Load::Open(plan) = sc.load {
+                let audience = match sc.groups {
+                    0 => ready as f64,
+                    groups => ready as f64 / groups as f64,
+                };
                 r.put(
                     "offered deliveries/s",
-                    plan.rate * plan.batch as f64 * ready as f64,
+                    plan.rate * plan.batch as f64 * audience,
                 );
             }
             r.put("deliveries/s", delivered as f64 / window_secs.max(1e-6));
@@ -829,7 +861,11 @@ fn main() -> ExitCode {
     let nofile = target::raise_nofile_limit();
 
     let mut names: Vec<String> = if args.smoke {
-        vec!["smoke-single".into(), "smoke-batch".into()]
+        vec![
+            "smoke-single".into(),
+            "smoke-batch".into(),
+            "smoke-filter".into(),
+        ]
     } else if args.scenarios.is_empty() || args.scenarios.iter().any(|s| s == "all") {
         SCENARIOS.iter().map(|s| (*s).to_owned()).collect()
     } else {
@@ -899,6 +935,10 @@ fn main() -> ExitCode {
         let mut results: BTreeMap<&'static str, Vec<RunResult>> = BTreeMap::new();
         for run in 1..=runs {
             for &kind in &kinds {
+                if sc.groups > 0 && kind.name() == "baseline" {
+                    // The baseline has no filters: it would send every subscriber everything.
+                    continue;
+                }
                 for attempt in 0..=retries {
                     let label = format!("{}-{}-run{run}-{attempt}", sc.name, kind.name());
                     let background = if args.smoke || args.quiet_wait <= 0.0 {

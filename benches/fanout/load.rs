@@ -71,7 +71,16 @@ pub async fn open_subscriber(
     endpoints: &Endpoints,
     token: &str,
 ) -> Result<WebSocketStream<TcpStream>, String> {
-    tokio::time::timeout(Duration::from_secs(30), handshake(endpoints, token))
+    open_filtered(endpoints, token, None).await
+}
+
+/// A subscriber that asks for `body.vm_id == group` only, when `group` is given.
+pub async fn open_filtered(
+    endpoints: &Endpoints,
+    token: &str,
+    group: Option<usize>,
+) -> Result<WebSocketStream<TcpStream>, String> {
+    tokio::time::timeout(Duration::from_secs(30), handshake(endpoints, token, group))
         .await
         .unwrap_or_else(|_| Err("no welcome within 30 s".into()))
 }
@@ -79,12 +88,16 @@ pub async fn open_subscriber(
 async fn handshake(
     endpoints: &Endpoints,
     token: &str,
+    group: Option<usize>,
 ) -> Result<WebSocketStream<TcpStream>, String> {
     let stream = connect_from(next_source(), endpoints.ws)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let filter = group
+        .map(|g| format!("&filter={CHANNEL}:body.vm_id%20%3D%3D%20{g}"))
+        .unwrap_or_default();
     let mut request = format!(
-        "ws://{}/v1/ws/subscribe?event_types={CHANNEL}",
+        "ws://{}/v1/ws/subscribe?event_types={CHANNEL}{filter}",
         endpoints.ws
     )
     .into_client_request()
@@ -122,6 +135,9 @@ pub struct Shared {
     pub delivered: AtomicU64,
     hists: Vec<Mutex<Histogram<u64>>>,
     lanes: usize,
+    /// Server-side filters: with `groups` > 0, subscriber `i` filters on `body.vm_id == i %
+    /// groups` and the event with sequence `s` carries `vm_id` `s % groups`.
+    pub groups: usize,
 }
 
 impl Shared {
@@ -135,7 +151,17 @@ impl Shared {
                 .map(|_| Mutex::new(new_histogram()))
                 .collect(),
             lanes,
+            groups: 0,
         })
+    }
+
+    /// As [`Shared::new`], with each subscriber filtering on its own `vm_id` out of `groups`.
+    pub fn with_groups(lanes: usize, groups: usize) -> Arc<Shared> {
+        let mut shared = Shared::new(lanes);
+        if let Some(s) = Arc::get_mut(&mut shared) {
+            s.groups = groups;
+        }
+        shared
     }
 
     pub fn now_ns(&self) -> u64 {
@@ -202,6 +228,9 @@ pub enum End {
 #[derive(Debug)]
 pub struct SubOutcome {
     pub lanes: Vec<LaneCheck>,
+    /// `(group, groups)` of a filtered subscriber: it must see exactly the sequence numbers
+    /// `s` with `s % groups == group`, in order.
+    pub group: Option<(u64, u64)>,
     pub other_frames: u64,
     pub end: End,
 }
@@ -242,14 +271,16 @@ pub async fn subscriber(
     connect_permits: Arc<Semaphore>,
     stop: CancellationToken,
 ) -> SubOutcome {
+    let group = (shared.groups > 0).then(|| (index % shared.groups) as u64);
     let mut outcome = SubOutcome {
         lanes: vec![LaneCheck::default(); shared.lanes],
+        group: group.map(|g| (g, shared.groups as u64)),
         other_frames: 0,
         end: End::Stopped,
     };
     let connected = {
         let _permit = connect_permits.acquire().await;
-        open_subscriber(&endpoints, &token).await
+        open_filtered(&endpoints, &token, group.map(|g| g as usize)).await
     };
     let mut ws = match connected {
         Ok(ws) => ws,
@@ -278,7 +309,13 @@ pub async fn subscriber(
                     outcome.other_frames += 1;
                     continue;
                 };
-                check.see(seq);
+                match outcome.group {
+                    // Numbered within the group, so the lane check sees 0, 1, 2, …
+                    Some((g, groups)) if seq % groups == g => check.see(seq / groups),
+                    // Let through by mistake: a duplicate of nothing, counted as such.
+                    Some(_) => check.duplicates += 1,
+                    None => check.see(seq),
+                }
                 let micros = (now.saturating_sub(t) / 1000).max(1);
                 shard
                     .lock()
@@ -338,7 +375,11 @@ impl Verdict {
                 continue;
             }
             for (lane, check) in o.lanes.iter().enumerate() {
-                let want = published.get(lane).copied().unwrap_or(0);
+                let all = published.get(lane).copied().unwrap_or(0);
+                let want = match o.group {
+                    Some((g, groups)) => all.saturating_sub(g).div_ceil(groups),
+                    None => all,
+                };
                 v.expected += want;
                 v.received += check.distinct() + check.duplicates;
                 v.lost += want.saturating_sub(check.distinct());
@@ -384,6 +425,8 @@ pub struct Lane {
     /// Requests whose `recipients` was not events × subscribers.
     pub recipient_mismatches: u64,
     subscribers: usize,
+    /// Events carry `vm_id` = sequence % `groups` when > 0 (see [`Shared::groups`]).
+    pub groups: usize,
 }
 
 impl Lane {
@@ -412,15 +455,21 @@ impl Lane {
             errors: BTreeMap::new(),
             recipient_mismatches: 0,
             subscribers,
+            groups: 0,
         }
     }
 
     fn body(&self, scheduled_ns: u64) -> String {
-        let event = |seq: u64| {
-            format!(
+        let event = |seq: u64| match self.groups as u64 {
+            0 => format!(
                 r#"{{"event_type":"{CHANNEL}","message":"BENCH","body":{{"l":{},"s":{seq},"t":{scheduled_ns}}}}}"#,
                 self.index
-            )
+            ),
+            groups => format!(
+                r#"{{"event_type":"{CHANNEL}","message":"BENCH","body":{{"l":{},"s":{seq},"t":{scheduled_ns},"vm_id":{}}}}}"#,
+                self.index,
+                seq % groups
+            ),
         };
         if self.batch == 1 {
             return event(self.seq);
@@ -542,6 +591,7 @@ pub fn publish_open_loop(
     std::thread::Builder::new()
         .name("publisher".into())
         .spawn(move || {
+            let groups = shared.groups;
             let count = (plan.rate * plan.duration.as_secs_f64()).round().max(1.0) as u64;
             let interval = Duration::from_secs_f64(1.0 / plan.rate);
             let loads: Arc<Vec<AtomicUsize>> =
@@ -571,6 +621,7 @@ pub fn publish_open_loop(
                         for (index, mut rx) in receivers.into_iter().enumerate() {
                             let mut lane =
                                 Lane::new(index, &endpoints, &token, plan.batch, subscribers);
+                            lane.groups = groups;
                             let loads = Arc::clone(&loads);
                             tasks.push(tokio::spawn(async move {
                                 while let Some(scheduled_ns) = rx.recv().await {
@@ -718,6 +769,7 @@ pub fn publish_closed_loop(
                 let mut tasks = Vec::new();
                 for index in 0..plan.lanes {
                     let mut lane = Lane::new(index, &endpoints, &token, plan.batch, subscribers);
+                    lane.groups = shared.groups;
                     let shared = Arc::clone(&shared);
                     let issued = Arc::clone(&issued);
                     tasks.push(tokio::spawn(async move {
