@@ -153,6 +153,15 @@ else
     say "chromium: missing, installing"
     apt_install chromium
 fi
+# --- prometheus-alertmanager (tests/e2e/test_alertmanager.py) -------------------
+# A real Alertmanager pair notifying the hub's receiver; Debian's package, started by the test
+# on loopback (no service is started here: the test runs its own, gossip off).
+if command -v prometheus-alertmanager >/dev/null 2>&1; then
+    say "prometheus-alertmanager: present ($(command -v prometheus-alertmanager))"
+else
+    say "prometheus-alertmanager: missing, installing"
+    apt_install prometheus-alertmanager
+fi
 # Node packages for the e2e tests, into tests/e2e/node_modules (git-ignored), in ONE npm
 # command: `npm install --no-save` prunes whatever an earlier --no-save install put there.
 #   ws: the docs' Node snippet (tests/e2e/test_docs_snippets.py; about 2 s, 200 KB);
