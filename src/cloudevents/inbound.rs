@@ -45,6 +45,24 @@ impl Inbound {
     pub fn idempotency_key(&self) -> String {
         format!("cloudevents\u{0}{}\u{0}{}", self.source, self.id)
     }
+
+    /// `{"source","id","subject"}`: kept with the hub's event as its frame's `origin`, so a
+    /// subscriber still sees who sent it, under which id, about what.
+    pub fn origin(&self) -> Option<Box<RawValue>> {
+        #[derive(serde::Serialize)]
+        struct Origin<'a> {
+            source: &'a str,
+            id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            subject: Option<&'a str>,
+        }
+        let origin = Origin {
+            source: &self.source,
+            id: &self.id,
+            subject: self.subject.as_deref(),
+        };
+        serde_json::value::to_raw_value(&origin).ok()
+    }
 }
 
 use CloudEventError::{Invalid, Unsupported};

@@ -14,6 +14,7 @@
 //! | `seq` | `sequence`, 20 digits zero-padded, so the strings sort as the numbers (sequence.md) |
 //! | `epoch` | extension `epoch`, a string (a CloudEvents Integer is 32-bit; an epoch is larger) |
 //! | `ref_id`, `client_id` | extensions `refid`, `clientid` |
+//! | `origin` (an event published as a CloudEvent) | `subject`; extensions `originsource`, `originid` |
 
 use std::borrow::Cow;
 
@@ -45,10 +46,23 @@ struct HubFrame<'a> {
     body: Option<&'a RawValue>,
     #[serde(default, borrow)]
     client_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    origin: Option<Origin<'a>>,
     #[serde(default)]
     seq: Option<u64>,
     #[serde(default)]
     epoch: Option<u64>,
+}
+
+/// A CloudEvents publisher's own attributes, kept with its event.
+#[derive(Deserialize)]
+struct Origin<'a> {
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    subject: Option<Cow<'a, str>>,
 }
 
 /// The CloudEvent written, attributes first, `data` last.
@@ -62,6 +76,8 @@ struct CloudEvent<'a> {
     time: &'a str,
     datacontenttype: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sequence: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     epoch: Option<String>,
@@ -69,6 +85,10 @@ struct CloudEvent<'a> {
     refid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     clientid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    originsource: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    originid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<&'a RawValue>,
 }
@@ -84,6 +104,7 @@ pub fn render(frame: &str) -> Frame {
 }
 
 fn cloud_event<'a>(hub: &'a HubFrame<'a>) -> CloudEvent<'a> {
+    let origin = hub.origin.as_ref();
     CloudEvent {
         specversion: SPECVERSION,
         id: &hub.id,
@@ -91,10 +112,13 @@ fn cloud_event<'a>(hub: &'a HubFrame<'a>) -> CloudEvent<'a> {
         kind: event_type(hub),
         time: &hub.timestamp,
         datacontenttype: "application/json",
+        subject: origin.and_then(|o| o.subject.as_deref()),
         sequence: hub.seq.map(sequence),
         epoch: hub.epoch.map(|e| e.to_string()),
         refid: hub.ref_id.as_deref(),
         clientid: hub.client_id.as_deref(),
+        originsource: origin.map(|o| &*o.source),
+        originid: origin.map(|o| &*o.id),
         data: hub.body,
     }
 }
@@ -135,10 +159,13 @@ fn foreign(frame: &str) -> String {
         kind: Cow::Owned(format!("{HUB_TYPE_PREFIX}sysadm")),
         time: &time,
         datacontenttype: "application/json",
+        subject: None,
         sequence: None,
         epoch: None,
         refid: None,
         clientid: None,
+        originsource: None,
+        originid: None,
         data: serde_json::from_str(frame).ok(),
     };
     to_json(&event)
@@ -172,6 +199,7 @@ mod tests {
             message: "com.example.vm.started",
             body: Some(&body),
             client_id: None,
+            origin: None,
             seq: Some(42),
             epoch: Some(1_764_583_200_000_000),
         }
@@ -193,6 +221,33 @@ mod tests {
         );
         // Attributes first, data last, as written.
         assert!(render(&frame).starts_with("{\"specversion\":\"1.0\",\"id\":"));
+    }
+
+    #[test]
+    fn a_published_cloudevents_origin_comes_back_as_subject_and_extensions() {
+        let origin = serde_json::value::to_raw_value(
+            &json!({"source": "/vms", "id": "e-1", "subject": "vm/7"}),
+        )
+        .unwrap();
+        let frame = Envelope {
+            id: &"b".repeat(64),
+            ref_id: None,
+            event_type: "pdfm",
+            timestamp: "2026-12-01T10:00:00.000001Z",
+            message: "vm.started",
+            body: None,
+            client_id: None,
+            origin: Some(&origin),
+            seq: Some(1),
+            epoch: Some(5),
+        }
+        .to_frame();
+        let event = render_json(&frame);
+        assert_eq!(event["subject"], "vm/7");
+        assert_eq!(event["originsource"], "/vms");
+        assert_eq!(event["originid"], "e-1");
+        assert_eq!(event["source"], "/events-hub/pdfm");
+        assert!(event.get("data").is_none());
     }
 
     #[test]

@@ -47,11 +47,15 @@ pub(super) fn publish(
             events.len()
         )));
     }
-    let (keys, events): (Vec<String>, Vec<PublishEvent>) = events
-        .into_iter()
-        .map(|event| (event.idempotency_key(), hub_event(&channel, event)))
+    let (keys, origins): (Vec<String>, Vec<_>) = events
+        .iter()
+        .map(|event| (event.idempotency_key(), event.origin()))
         .unzip();
-    let prepared = app.publisher.prepare(events)?;
+    let events = events.into_iter().map(|e| hub_event(&channel, e)).collect();
+    let mut prepared = app.publisher.prepare(events)?;
+    for (event, origin) in prepared.iter_mut().zip(origins) {
+        event.origin = origin;
+    }
     let (mut ids, mut recipients, mut repeated) = (Vec::new(), 0, 0);
     for (key, event) in keys.iter().zip(prepared) {
         // A repeat is a duplicate whatever it carries (spec.md: same source and id): the key
@@ -86,8 +90,8 @@ fn channel(query: Option<&str>) -> Result<String, ApiError> {
     }
 }
 
-/// The hub's event: `type` is the message, `data` the body. `subject` is not kept: the
-/// hub's event has no place for it (docs/api.md, "CloudEvents").
+/// The hub's event: `type` is the message, `data` the body (`source`, `id` and `subject` are
+/// its `origin`, set once the event is prepared).
 fn hub_event(channel: &str, event: Inbound) -> PublishEvent {
     PublishEvent {
         event_type: channel.to_owned(),
