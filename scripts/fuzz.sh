@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 seconds="${1:-600}"
-for target in client_message publish_body event_types; do
+for target in client_message publish_body event_types cloudevents; do
     mkdir -p "../target/fuzz-corpus/$target"
     echo "== fuzzing $target for ${seconds}s"
     RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "../target/fuzz-corpus/$target" "corpus/$target" \

@@ -5,7 +5,8 @@
 # kosoku, pyzmq (the OpenNebula-style ZeroMQ publisher of
 # tests/e2e/test_opennebula.py; its wheel bundles libzmq), prometheus-client
 # (its OpenMetrics parser reads /metrics in tests/e2e/test_operations_files.py),
-# jsonschema and openapi-spec-validator (tests/e2e/test_api_schemas.py), the npm
+# jsonschema and openapi-spec-validator (tests/e2e/test_api_schemas.py), the
+# CloudEvents SDK `cloudevents` (tests/e2e/test_cloudevents.py), the npm
 # package @asyncapi/specs (the AsyncAPI 3.0 JSON Schema, for the same test), and
 # Node's `ws` into tests/e2e/node_modules (the docs' Node snippet).
 #
@@ -87,6 +88,9 @@ py_missing=()
 # (tests/e2e/test_api_schemas.py); openapi-spec-validator checks the OpenAPI document itself.
 "$PYTHON" -c 'import jsonschema, referencing' >/dev/null 2>&1 || py_missing+=("jsonschema>=4.18")
 "$PYTHON" -c 'import openapi_spec_validator' >/dev/null 2>&1 || py_missing+=("openapi-spec-validator")
+# The CloudEvents SDK (cloudevents/sdk-python) builds and parses CloudEvents in
+# tests/e2e/test_cloudevents.py; 2.x has the `cloudevents.core` API that test uses.
+"$PYTHON" -c 'import cloudevents.core.bindings.http' >/dev/null 2>&1 || py_missing+=("cloudevents>=2.2,<3")
 if [ "${#py_missing[@]}" -gt 0 ]; then
     if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
         apt_install python3-pip
@@ -97,7 +101,7 @@ if [ "${#py_missing[@]}" -gt 0 ]; then
     "$PYTHON" -m pip install -q --break-system-packages "${py_missing[@]}" 2>/dev/null \
         || "$PYTHON" -m pip install -q "${py_missing[@]}"
 else
-    say "python: websockets, pytest, kosoku, pyzmq, prometheus-client, jsonschema and openapi-spec-validator present"
+    say "python: websockets, pytest, kosoku, pyzmq, prometheus-client, jsonschema, openapi-spec-validator and cloudevents present"
 fi
 # The guide's Python snippet needs websockets >= 14 (`additional_headers=`).
 if ! "$PYTHON" - <<'PY'

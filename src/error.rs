@@ -154,6 +154,16 @@ impl From<crate::hub::HubError> for ApiError {
     }
 }
 
+impl From<crate::cloudevents::CloudEventError> for ApiError {
+    fn from(error: crate::cloudevents::CloudEventError) -> Self {
+        use crate::cloudevents::CloudEventError;
+        match error {
+            CloudEventError::Invalid(message) => Self::BadRequest(message),
+            CloudEventError::Unsupported(message) => Self::UnsupportedMediaType(message),
+        }
+    }
+}
+
 impl From<crate::broker::PublishError> for ApiError {
     fn from(error: crate::broker::PublishError) -> Self {
         use crate::broker::PublishError;

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
+/// The response header that says whether a `202` repeats an earlier answer to the same key.
+pub const REPLAYED: &str = "idempotent-replayed";
+
 /// Longest key accepted (Stripe and the IETF draft use similar bounds).
 pub const MAX_KEY_LEN: usize = 255;
 

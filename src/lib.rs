@@ -9,6 +9,7 @@
 //! | [`identity`] | who is calling: `Identity`, `Method`, `Owner`, claim names |
 //! | [`protocol`] | the wire format: event envelope, client messages, error frames |
 //! | [`filter`] | server-side filters: compiled once per subscription, checked per event |
+//! | [`cloudevents`] | CloudEvents 1.0: a publish request read into events, a frame rendered as a CloudEvent |
 //! | [`config`] | settings: defaults, file, environment, validation |
 //! | [`channels`] | the configured channels by name and id; a subscription set as a bit mask |
 //! | [`metrics`] | Prometheus metrics: one registry per hub, counted on the path, read at scrape |
@@ -40,6 +41,7 @@ pub mod auth;
 pub mod broker;
 pub mod channels;
 pub mod cli;
+pub mod cloudevents;
 pub mod config;
 pub mod error;
 pub mod fanout;

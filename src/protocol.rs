@@ -49,8 +49,8 @@ pub fn now_micros() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
-/// The server envelope, fields in the order the SPEC fixes; `seq` and `epoch` (events only)
-/// come after them, so seed clients see the fields they know where they expect them.
+/// The server envelope, fields in the order the SPEC fixes; `origin` (CloudEvents only), `seq`
+/// and `epoch` (events only) come after them, so seed clients see the fields they know where they expect them.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Envelope<'a> {
     pub id: &'a str,
@@ -63,6 +63,9 @@ pub struct Envelope<'a> {
     pub body: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<&'a Uuid>,
+    /// Where an event published as a CloudEvent came from: `{"source","id","subject"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<&'a RawValue>,
     /// The event's number on its channel (broadcast events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
@@ -99,6 +102,7 @@ pub fn server_frame(
         message,
         body: body.as_deref(),
         client_id,
+        origin: None,
         seq: None,
         epoch: None,
     }

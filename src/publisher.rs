@@ -61,6 +61,7 @@ impl Publisher {
                     message: e.message,
                     body: e.body,
                     target: e.client_id,
+                    origin: None,
                 })
             })
             .collect()

@@ -9,7 +9,7 @@
 //! | --- | --- |
 //! | `ws.rs` | the session: welcome, the wait loop, the close handshake |
 //! | `feeds` | live and replaying channel feeds, taken into the outbox |
-//! | `outbox` | frames waiting for the socket; the slow-consumer rule |
+//! | `outbox` | frames waiting for the socket; the slow-consumer rule; CloudEvents rendering |
 //! | `command` | client messages as commands, answered in the client's envelope |
 //! | `rate` | the client-message token bucket |
 //! | `close` | close codes |
@@ -36,6 +36,7 @@ use self::outbox::Outbox;
 use self::rate::TokenBucket;
 use crate::admission::Ticket;
 use crate::channels::ChannelId;
+use crate::cloudevents;
 use crate::config::Settings;
 use crate::fanout::Activity;
 use crate::hub::{Client, Feed, Recovery};
@@ -113,6 +114,12 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
     }
     let feeds = session.client.take_feeds();
     let mut outbox = Outbox::new(session.settings.send_queue);
+    if socket
+        .protocol()
+        .is_some_and(|p| p == cloudevents::SUBPROTOCOL)
+    {
+        outbox.render_cloudevents();
+    }
     // Written once, not kept for the socket's life.
     let welcome = welcome(&session);
     session.recovery = Recovery::default();

@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
             message: &event.message,
             body: event.body.as_deref(),
             client_id: event.client_id.as_ref(),
+            origin: None,
             seq: Some(u64::MAX),
             epoch: Some(1),
         }

@@ -76,6 +76,7 @@ impl MemoryBroker {
                 message: &event.message,
                 body: event.body.as_deref(),
                 client_id: event.target.as_ref(),
+                origin: event.origin.as_deref(),
                 seq,
                 epoch: Some(self.epoch),
             }
@@ -241,6 +242,7 @@ mod tests {
             message: message.to_owned(),
             body: None,
             target: None,
+            origin: None,
         }
     }
 

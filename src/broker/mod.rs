@@ -33,6 +33,9 @@ pub struct Event {
     pub message: String,
     pub body: Option<Box<RawValue>>,
     pub target: Option<Uuid>,
+    /// Where a CloudEvent came from: `{"source","id","subject"}`, serialised once (the
+    /// frame's `origin`); `None` for every other event.
+    pub origin: Option<Box<RawValue>>,
 }
 
 /// The `202` answer to a publish.

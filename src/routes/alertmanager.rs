@@ -39,6 +39,7 @@ pub(crate) async fn alertmanager(
             message: alert.message.to_owned(),
             body: serde_json::value::to_raw_value(&alert.body).ok(),
             target: None,
+            origin: None,
         };
         // Per alert: a retried notification publishes none of its alerts again. The key holds
         // everything that tells two notifications of an alert apart, so it never conflicts.

@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use crate::app::state::AppState;
 use crate::auth::Identity;
+use crate::cloudevents::inbound;
 use crate::config::{EVENTS_ADMIN, EVENTS_PUBLISH, READ_ONLY};
 use crate::error::ApiError;
 
@@ -68,6 +69,35 @@ impl FromRequest<AppState> for PublishBody {
         }
         let limit = app.settings.limits.max_publish_bytes.get();
         read_body(app, request, limit).await.map(Self)
+    }
+}
+
+/// A `POST /v1/events` body: the hub's JSON, or CloudEvents (`cloudevents::inbound`) in
+/// structured, batch or binary mode; `415` for anything else. At most
+/// `limits.max_publish_bytes`.
+pub(crate) enum EventsBody {
+    Json(Bytes),
+    CloudEvents(inbound::Mode, Bytes),
+}
+
+impl FromRequest<AppState> for EventsBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &AppState) -> Result<Self, ApiError> {
+        let limit = app.settings.limits.max_publish_bytes.get();
+        // Decided from the headers, before the body is waited for.
+        match inbound::mode(request.headers())? {
+            Some(mode) => Ok(Self::CloudEvents(
+                mode,
+                read_body(app, request, limit).await?,
+            )),
+            None if is_json(request.headers()) => {
+                read_body(app, request, limit).await.map(Self::Json)
+            }
+            None => Err(ApiError::UnsupportedMediaType(
+                "send the event as JSON with `Content-Type: application/json`, or as a CloudEvent (`application/cloudevents+json`, `application/cloudevents-batch+json`, or binary mode with `ce-` headers)".into(),
+            )),
+        }
     }
 }
 

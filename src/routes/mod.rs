@@ -9,6 +9,7 @@ mod health;
 mod history;
 mod metrics;
 mod publish;
+mod publish_cloudevents;
 mod specs;
 mod subscribe;
 mod unsubscribe;

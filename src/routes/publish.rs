@@ -1,23 +1,38 @@
 //! `POST /v1/events`: validate a batch, publish it through the [`Publisher`](crate::publisher::Publisher).
+//! A body in CloudEvents form is read in `publish_cloudevents`.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::state::AppState;
 use crate::error::ApiError;
-use crate::idempotency;
+use crate::idempotency::{self, REPLAYED};
 use crate::protocol;
 
-use super::extract::{Claimed, Publish, PublishBody};
+use super::extract::{Claimed, EventsBody, Publish};
+use super::publish_cloudevents;
 
 pub(crate) async fn publish(
     State(app): State<AppState>,
     Claimed(identity, _): Claimed<Publish>,
     headers: HeaderMap,
-    PublishBody(bytes): PublishBody,
+    RawQuery(query): RawQuery,
+    body: EventsBody,
 ) -> Result<Response, ApiError> {
+    let bytes = match body {
+        EventsBody::Json(bytes) => bytes,
+        EventsBody::CloudEvents(mode, bytes) => {
+            let request = publish_cloudevents::Request {
+                headers: &headers,
+                query: query.as_deref(),
+                mode,
+                body: &bytes,
+            };
+            return publish_cloudevents::publish(&app, &identity, request).await;
+        }
+    };
     let key = idempotency_key(&headers)?;
     let limits = &app.settings.limits;
     let events = protocol::parse_publish_body(&bytes).map_err(ApiError::BadRequest)?;
@@ -40,9 +55,6 @@ pub(crate) async fn publish(
     let replayed = [(REPLAYED, if published.repeated { "true" } else { "false" })];
     Ok((StatusCode::ACCEPTED, replayed, Json(published.receipt)).into_response())
 }
-
-/// Says whether a `202` repeats an earlier answer to the same `Idempotency-Key`.
-const REPLAYED: &str = "idempotent-replayed";
 
 /// The request's `Idempotency-Key`; `400` for a key that is not 1 to 255 visible ASCII
 /// characters.

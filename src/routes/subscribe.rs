@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::app::state::AppState;
 use crate::auth;
 use crate::channels::ChannelId;
+use crate::cloudevents;
 use crate::error::ApiError;
 use crate::filter::{self, Filter};
 use crate::hub::{Filters, Resume};
@@ -70,8 +71,11 @@ pub(crate) async fn subscribe(
     let settings = app.session_settings.clone();
     let shutdown = app.shutdown.clone();
     let tracker = app.sessions.token();
+    // A client offering `cloudevents.json` gets it and reads every frame as a CloudEvent
+    // (websockets-protocol-binding.md §1.4); one offering only others gets no protocol.
     Ok(
         socket_config(upgrade, app.settings.limits.max_message_bytes)
+            .protocols([cloudevents::SUBPROTOCOL])
             .on_failed_upgrade(|error| tracing::debug!(%error, "upgrade failed"))
             .on_upgrade(move |socket| async move {
                 let (client, recovery) = hub

@@ -1,4 +1,7 @@
-//! Frames waiting for the socket, written in bursts.
+//! Frames waiting for the socket, written in bursts. For a socket that chose the
+//! `cloudevents.json` subprotocol each text frame is rendered as a CloudEvent as it is written:
+//! every frame passes here (events, replays, welcome, replies, errors, the shutdown notice),
+//! and the shared frames stay shared until the last moment.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, ready};
@@ -8,6 +11,7 @@ use futures_util::SinkExt;
 use tokio::time::Instant;
 
 use super::{Exit, SLOW, SessionSettings};
+use crate::cloudevents;
 
 /// Frames waiting for the socket. Bounded: a client that lets `send_queue` frames pile up, or
 /// whose socket accepts nothing for `write_timeout`, is a slow consumer.
@@ -16,6 +20,8 @@ pub(super) struct Outbox {
     pub(super) limit: usize,
     pub(super) unflushed: bool,
     blocked_since: Option<Instant>,
+    /// The socket chose `cloudevents.json`.
+    cloudevents: bool,
 }
 
 impl Outbox {
@@ -25,7 +31,13 @@ impl Outbox {
             limit,
             unflushed: false,
             blocked_since: None,
+            cloudevents: false,
         }
+    }
+
+    /// Writes every text frame as a CloudEvent from now on.
+    pub(super) fn render_cloudevents(&mut self) {
+        self.cloudevents = true;
     }
 
     pub(super) fn push(
@@ -73,6 +85,12 @@ impl Outbox {
         while !self.queue.is_empty() {
             ready!(socket.poll_ready_unpin(cx))?;
             if let Some(message) = self.queue.pop_front() {
+                let message = match message {
+                    Message::Text(frame) if self.cloudevents => {
+                        Message::Text(cloudevents::outbound::render(&frame))
+                    }
+                    other => other,
+                };
                 socket.start_send_unpin(message)?;
                 self.unflushed = true;
             }

@@ -51,7 +51,7 @@ CLIENT_TIMEOUT = 20.0  # hard bound for a client process that should exit by its
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-ENVELOPE_ORDER = ["id", "ref_id", "event_type", "timestamp", "message", "body", "client_id", "seq", "epoch"]
+ENVELOPE_ORDER = ["id", "ref_id", "event_type", "timestamp", "message", "body", "client_id", "origin", "seq", "epoch"]
 WELCOME_MESSAGE = "WebSocket connection established subscribed to global by default"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

@@ -253,11 +253,13 @@ GOOD_EVENT = {"id": "f3c6daef46c2c34013523994f2b3add6aed1606352d16a0020e65ac949b
               "message": "VM_STATE_CHANGED", "body": {"vm_id": "vm-1"}, "seq": 1,
               "epoch": 1795371931464335}
 GOOD_WELCOME = load("asyncapi.json")["components"]["messages"]["welcome"]["examples"][0]["payload"]
+GOOD_CLOUDEVENT = load("asyncapi.json")["components"]["messages"]["cloudEvent"]["examples"][0]["payload"]
 
 
 def test_the_good_frames_the_wrong_ones_are_made_from_pass():
     frame_validator("Event").validate(GOOD_EVENT)
     frame_validator("Welcome").validate(GOOD_WELCOME)
+    check_frame(GOOD_CLOUDEVENT, "CloudEvent")
 
 
 @pytest.mark.parametrize("schema,frame", [
@@ -275,6 +277,13 @@ def test_the_good_frames_the_wrong_ones_are_made_from_pass():
     ("ErrorFrame", {"id": GOOD_EVENT["id"], "event_type": "global", "timestamp": GOOD_EVENT["timestamp"],
                     "message": "error", "body": {"error": "x"}}),
     ("SysadmResponse", {"namespace": "events", "name": "response", "id": 1}),
+    ("CloudEvent", {k: v for k, v in GOOD_CLOUDEVENT.items() if k != "specversion"}),
+    ("CloudEvent", {**GOOD_CLOUDEVENT, "specversion": "0.3"}),
+    ("CloudEvent", {**GOOD_CLOUDEVENT, "sequence": "5"}),
+    ("CloudEvent", {**GOOD_CLOUDEVENT, "epoch": 1795371931464335}),
+    ("CloudEvent", {**GOOD_CLOUDEVENT, "source": "/fleet/host-7"}),
+    ("CloudEvent", {**GOOD_CLOUDEVENT, "ref_id": "x"}),
+    ("Event", {**GOOD_EVENT, "origin": {"source": "/s"}}),
 ])
 def test_a_wrong_frame_fails_validation(schema, frame):
     """Each case is a real frame with one thing wrong (the good ones pass: see below)."""

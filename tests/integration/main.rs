@@ -8,6 +8,7 @@ mod alertmanager;
 mod binary;
 mod binary_ops;
 mod cli;
+mod cloudevents;
 mod console;
 mod delivery;
 mod edges;

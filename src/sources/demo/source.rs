@@ -103,6 +103,7 @@ impl Source for Demo {
                         message: planned.message.to_owned(),
                         body: serde_json::value::to_raw_value(&planned.body).ok(),
                         target: None,
+                        origin: None,
                     })
                     .collect();
                 match ctx.publisher.publish(events).await {

@@ -229,6 +229,7 @@ impl Bridge {
                         message: m.message.to_owned(),
                         body: Some(m.body),
                         target: None,
+                        origin: None,
                     })
                     .collect();
                 let count = events.len();
