@@ -99,7 +99,7 @@ enum Exit {
 
 /// Serves one socket to its end. The caller runs it inside a `session` span carrying the
 /// client id, owner and client IP, so every line logged here and below names the socket.
-pub async fn run(mut socket: WebSocket, mut session: Session) {
+pub async fn run(mut socket: Box<WebSocket>, mut session: Session) {
     tracing::info!(
         subscriptions = ?session.client.subscription_names(),
         recovered = ?session.recovery.recovered,
@@ -156,7 +156,7 @@ pub async fn run(mut socket: WebSocket, mut session: Session) {
 /// read error (1002, 1007, 1009) the stream has ended and reads nothing more: dropping the
 /// socket hands it to the connection's lingering close (`server::LingeringTcp`), which
 /// discards what the client still sends so it reads our close frame, not a reset.
-async fn finish(mut socket: WebSocket, mut outbox: Outbox, exit: Exit) {
+async fn finish(mut socket: Box<WebSocket>, mut outbox: Outbox, exit: Exit) {
     if let Exit::Close(code, reason) = exit {
         let _ = timeout(CLOSE_TIMEOUT, async {
             if code != close::SLOW_CONSUMER {
@@ -194,7 +194,7 @@ pub async fn echo(mut socket: WebSocket) {
             Message::Close(_) => break Exit::Gone,
         }
     };
-    finish(socket, outbox, exit).await;
+    finish(Box::new(socket), outbox, exit).await;
 }
 
 const SLOW: Exit = Exit::Close(close::SLOW_CONSUMER, "slow consumer");

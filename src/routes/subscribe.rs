@@ -1,27 +1,31 @@
 //! `GET /v1/ws/subscribe`: authentication, `event_types`, resume, `Origin`, admission, then
 //! the upgrade to a socket task.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
+use crate::admission::Ticket;
 use crate::app::state::AppState;
 use crate::auth;
 use crate::channels::ChannelId;
 use crate::cloudevents;
 use crate::error::ApiError;
 use crate::filter::{self, Filter};
-use crate::hub::{Filters, Resume};
+use crate::hub::{Filters, Hub, Resume};
 use crate::identity::Identity;
 use crate::metrics::{Metrics, ResumeOutcome};
 use crate::protocol;
-use crate::ws::{self, Session};
+use crate::ws::{self, Session, SessionSettings};
 
 use super::extract::{Claimed, Read};
 
@@ -66,35 +70,82 @@ pub(crate) async fn subscribe(
     let ip = app.client_ips.resolve(peer, &headers);
     let ticket = app.admission.admit(ip, &identity)?;
 
-    let hub = app.hub.clone();
-    let metrics = app.metrics.clone();
-    let settings = app.session_settings.clone();
-    let shutdown = app.shutdown.clone();
-    let tracker = app.sessions.token();
+    let opening = Box::new(Opening {
+        identity,
+        ip,
+        subscriptions,
+        resume,
+        filters,
+        ignored: resolved.unknown,
+        ticket,
+        hub: app.hub.clone(),
+        metrics: app.metrics.clone(),
+        settings: app.session_settings.clone(),
+        shutdown: app.shutdown.clone(),
+        tracker: app.sessions.token(),
+    });
     // A client offering `cloudevents.json` gets it and reads every frame as a CloudEvent
     // (websockets-protocol-binding.md §1.4); one offering only others gets no protocol.
     Ok(
         socket_config(upgrade, app.settings.limits.max_message_bytes)
             .protocols([cloudevents::SUBPROTOCOL])
             .on_failed_upgrade(|error| tracing::debug!(%error, "upgrade failed"))
-            .on_upgrade(move |socket| async move {
-                let (client, recovery) = hub
-                    .register(&identity, ip, subscriptions, &resume, filters)
-                    .await;
-                count_resume(metrics.as_deref(), recovery.recovered);
-                let span = session_span(&client.id(), &identity, ticket.ip());
-                let session = Session {
-                    client,
-                    ticket,
-                    ignored: resolved.unknown,
-                    recovery,
-                    settings,
-                    shutdown,
-                    tracker,
-                };
-                ws::run(socket, session).instrument(span).await
-            }),
+            .on_upgrade(move |socket| open(Box::new(socket), opening)),
     )
+}
+
+/// Everything an admitted handshake hands to its socket task. Boxed, with the socket: the task
+/// lives as long as the connection, and a future keeps every value it was given for its whole
+/// life, so what is only needed to open the session should take one pointer, not its size.
+struct Opening {
+    identity: Identity,
+    ip: IpAddr,
+    subscriptions: Vec<ChannelId>,
+    resume: Resume,
+    filters: Filters,
+    ignored: Vec<String>,
+    ticket: Ticket,
+    hub: Arc<Hub>,
+    metrics: Option<Arc<Metrics>>,
+    settings: SessionSettings,
+    shutdown: CancellationToken,
+    tracker: TaskTrackerToken,
+}
+
+/// Registers the client and serves its socket to the end.
+async fn open(socket: Box<WebSocket>, mut opening: Box<Opening>) {
+    let subscriptions = std::mem::take(&mut opening.subscriptions);
+    let filters = std::mem::take(&mut opening.filters);
+    let (client, recovery) = opening
+        .hub
+        .register(
+            &opening.identity,
+            opening.ip,
+            subscriptions,
+            &opening.resume,
+            filters,
+        )
+        .await;
+    count_resume(opening.metrics.as_deref(), recovery.recovered);
+    let span = session_span(&client.id(), &opening.identity, opening.ticket.ip());
+    let Opening {
+        ticket,
+        ignored,
+        settings,
+        shutdown,
+        tracker,
+        ..
+    } = *opening;
+    let session = Session {
+        client,
+        ticket,
+        ignored,
+        recovery,
+        settings,
+        shutdown,
+        tracker,
+    };
+    ws::run(socket, session).instrument(span).await
 }
 
 fn count_resume(metrics: Option<&Metrics>, recovered: Option<bool>) {
