@@ -50,7 +50,6 @@ const SCENARIOS: &[&str] = &[
     "memory",
     "handshakes",
     "filter-1k",
-    "filter-1k-off",
 ];
 
 #[derive(Parser, Debug)]
@@ -59,7 +58,7 @@ const SCENARIOS: &[&str] = &[
     about = "Fan-out benchmark of events-hub against the machine's own limit (the baseline)",
     after_help = "Scenarios: latency, latency-batch, sustained, throughput-1k, throughput-10k, \
                   memory, handshakes, filter-1k (each subscriber filters on its own vm_id; hub only), \
-                  filter-1k-off (the same load unfiltered), all (the default). Options override the chosen scenarios' \
+                  all (the default). Options override the chosen scenarios' \
                   parameters."
 )]
 struct Args {
@@ -233,8 +232,9 @@ fn scenario(name: &str, args: &Args) -> Option<Scenario> {
         "latency" => (100, open(200.0, 1, 20.0)),
         "latency-batch" => (100, open(10.0, 20, 20.0)),
         "sustained" => (1_000, open(200.0, 1, 15.0)),
-        // Issue 15's filter cost: the same 1,000 sockets and events, filtered and not.
-        "filter-1k" | "filter-1k-off" => (1_000, open(1_000.0, 1, 10.0)),
+        // Issue 15's filter cost: 1,000 sockets, each filtering on its own vm_id (`sustained`
+        // is the unfiltered 1,000-socket case; the same rate unfiltered would exceed this machine).
+        "filter-1k" => (1_000, open(1_000.0, 1, 10.0)),
         "throughput-1k" => (1_000, closed(10.0, 200)),
         "throughput-10k" => (10_000, closed(10.0, 100)),
         "memory" => (15_000, Load::Idle),

@@ -21,7 +21,7 @@ use crate::channels::ChannelId;
 use crate::cloudevents;
 use crate::error::ApiError;
 use crate::filter::{self, Filter};
-use crate::hub::{Filters, Hub, Resume};
+use crate::hub::{Client, Filters, Hub, Recovery, Resume};
 use crate::identity::Identity;
 use crate::metrics::{Metrics, ResumeOutcome};
 use crate::protocol;
@@ -29,8 +29,11 @@ use crate::ws::{self, Session, SessionSettings};
 
 use super::extract::{Claimed, Read};
 
-/// Socket buffers: tungstenite's 128 KiB defaults would cost 256 KiB per idle connection.
-const READ_BUFFER_BYTES: usize = 2 * 1024;
+/// Socket buffers: tungstenite's 128 KiB defaults would cost 256 KiB per idle connection. The
+/// read buffer is zero-filled to its size before every read (tungstenite `FrameCodec`), so all
+/// of it is resident for every socket; client frames are commands and pongs of a few hundred
+/// bytes, and a larger frame (up to `max_message_bytes`) grows the buffer while it is read.
+const READ_BUFFER_BYTES: usize = 512;
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 pub(crate) async fn subscribe(
@@ -112,6 +115,30 @@ struct Opening {
     tracker: TaskTrackerToken,
 }
 
+impl Opening {
+    /// What the session keeps moves on; the rest (the identity with its claims, the resume
+    /// request) and the box are freed here, not when the socket ends.
+    fn into_session(self: Box<Self>, client: Client, recovery: Recovery) -> Session {
+        let Opening {
+            ticket,
+            ignored,
+            settings,
+            shutdown,
+            tracker,
+            ..
+        } = *self;
+        Session {
+            client,
+            ticket,
+            ignored,
+            recovery,
+            settings,
+            shutdown,
+            tracker,
+        }
+    }
+}
+
 /// Registers the client and serves its socket to the end.
 async fn open(socket: Box<WebSocket>, mut opening: Box<Opening>) {
     let subscriptions = std::mem::take(&mut opening.subscriptions);
@@ -128,23 +155,7 @@ async fn open(socket: Box<WebSocket>, mut opening: Box<Opening>) {
         .await;
     count_resume(opening.metrics.as_deref(), recovery.recovered);
     let span = session_span(&client.id(), &opening.identity, opening.ticket.ip());
-    let Opening {
-        ticket,
-        ignored,
-        settings,
-        shutdown,
-        tracker,
-        ..
-    } = *opening;
-    let session = Session {
-        client,
-        ticket,
-        ignored,
-        recovery,
-        settings,
-        shutdown,
-        tracker,
-    };
+    let session = opening.into_session(client, recovery);
     ws::run(socket, session).instrument(span).await
 }
 
