@@ -157,6 +157,7 @@ impl From<crate::broker::PublishError> for ApiError {
             PublishError::Invalid(message) => Self::BadRequest(message),
             PublishError::ShuttingDown => Self::Unavailable(error.to_string()),
             PublishError::KeyReused => Self::KeyReused(error.to_string()),
+            PublishError::Unavailable(message) => Self::Unavailable(message),
         }
     }
 }

@@ -11,6 +11,7 @@
 
 mod history;
 mod memory;
+pub mod redis;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
@@ -53,6 +54,9 @@ pub enum PublishError {
         "this Idempotency-Key was used for a different request within its window; use a new key for a new request"
     )]
     KeyReused,
+    /// The shared store (the cluster's Redis) did not answer.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// One channel opened for a registering client ([`Broker::attach`]).
@@ -94,6 +98,12 @@ pub struct Kept {
 pub trait Broker: Send + Sync + 'static {
     /// The numbering that `seq`s belong to; a cursor from another epoch means nothing here.
     fn epoch(&self) -> u64;
+
+    /// Whether the broker can serve a new subscriber now: a cluster node that lost its Redis
+    /// refuses handshakes (fail closed) rather than open feeds it cannot number. `Err` says why.
+    fn available(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Stamps each event (id, timestamp, per-channel `seq` unless targeted), keeps it in
     /// history and delivers it, in order per channel. [`PublishError::ShuttingDown`] once

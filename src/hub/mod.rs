@@ -168,6 +168,11 @@ impl Hub {
         self.broker.epoch()
     }
 
+    /// Whether a new subscriber can be served now (see [`Broker::available`]).
+    pub fn available(&self) -> Result<(), String> {
+        self.broker.available()
+    }
+
     /// Live clients on this node.
     pub fn client_count(&self) -> usize {
         self.fanout.client_count()

@@ -43,6 +43,8 @@ pub(crate) async fn subscribe(
     if app.shutdown.is_cancelled() {
         return Err(ApiError::Unavailable("the hub is shutting down".into()));
     }
+    // Fail closed: a cluster node without its Redis cannot number what it would deliver.
+    app.hub.available().map_err(ApiError::Unavailable)?;
     check_origin(&app.settings.admission.allowed_origins, &headers)?;
 
     let pairs: Vec<(String, String)> = auth::form_pairs(query.as_deref().unwrap_or("")).collect();

@@ -8,6 +8,8 @@ mod alertmanager;
 mod binary;
 mod binary_ops;
 mod cli;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod console;
 mod delivery;
 mod edges;

@@ -1,0 +1,158 @@
+//! The node's pub/sub task: one connection subscribed to every channel's Redis channel (and
+//! `<p>:targeted`), whose messages are delivered to the node's [`Fanout`] in seq order.
+//!
+//! Each message carries its epoch and seq. Under the channel's lock: a seq already delivered
+//! is dropped; a jump is filled from the stream (XRANGE through `read.lua`) before the message
+//! is delivered; a new epoch (Redis lost its data) restarts the count. After every (re)connect
+//! each channel is caught up from its last delivered seq before messages are read, and a
+//! connection quiet for [`IDLE`] is probed with PING: a pub/sub socket can die without a
+//! FIN (a paused Redis, a dropped NAT entry: centrifugo issue 1189), and without the probe the
+//! node would wait on it forever.
+//!
+//! [`Fanout`]: crate::fanout::Fanout
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::RedisFailure;
+use super::state::{Inner, RESPONSE_TIMEOUT};
+use crate::protocol::Frame;
+
+/// A pub/sub connection silent this long is probed.
+const IDLE: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Runs sessions until `stop`, reconnecting with exponential back-off.
+pub(super) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let mut was_up = false;
+        let ended = tokio::select! {
+            _ = stop.cancelled() => return,
+            ended = session(&inner, &mut was_up) => ended,
+        };
+        inner.up.store(false, Ordering::Release);
+        if let Err(error) = ended {
+            tracing::warn!(%error, "cluster: pub/sub session ended; reconnecting");
+        }
+        if was_up {
+            backoff = BACKOFF_MIN;
+        }
+        // A back-off between attempts, not a wait for something to happen.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection: subscribe, catch every channel up, then deliver until it fails.
+async fn session(inner: &Inner, was_up: &mut bool) -> Result<(), RedisFailure> {
+    let pubsub = bounded(inner.client.get_async_pubsub()).await?;
+    let (mut sink, mut stream) = pubsub.split();
+    let mut names: Vec<&str> = inner
+        .keys
+        .channels
+        .iter()
+        .map(|k| k.pubsub.as_str())
+        .collect();
+    names.push(&inner.keys.targeted);
+    bounded(sink.subscribe(names)).await?;
+    for channel in inner.channels.ids() {
+        let mut local = inner.local[channel.index()].lock().await;
+        inner.fill(channel, &mut local, u64::MAX).await?;
+    }
+    inner.up.store(true, Ordering::Release);
+    *was_up = true;
+    tracing::info!("cluster: pub/sub connected and caught up");
+    loop {
+        match tokio::time::timeout(IDLE, stream.next()).await {
+            Ok(Some(message)) => inner.on_message(&message).await?,
+            Ok(None) => return Err(RedisFailure::Closed),
+            Err(_) => bounded(sink.ping::<()>()).await?,
+        }
+    }
+}
+
+async fn bounded<T>(
+    call: impl Future<Output = ::redis::RedisResult<T>>,
+) -> Result<T, RedisFailure> {
+    tokio::time::timeout(RESPONSE_TIMEOUT, call)
+        .await
+        .map_err(|_| RedisFailure::Timeout(RESPONSE_TIMEOUT))?
+        .map_err(Into::into)
+}
+
+/// `"<epoch> <seq> <frame>"` of a channel message.
+fn numbered(payload: &str) -> Option<(u64, u64, &str)> {
+    let (epoch, rest) = payload.split_once(' ')?;
+    let (seq, frame) = rest.split_once(' ')?;
+    Some((epoch.parse().ok()?, seq.parse().ok()?, frame))
+}
+
+impl Inner {
+    async fn on_message(&self, message: &::redis::Msg) -> Result<(), RedisFailure> {
+        let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
+            return Ok(());
+        };
+        let name = message.get_channel_name();
+        if name == self.keys.targeted {
+            self.on_targeted(payload);
+            return Ok(());
+        }
+        let Some(index) = self.keys.channels.iter().position(|k| k.pubsub == name) else {
+            return Ok(());
+        };
+        let Some(channel) = self.channels.ids().nth(index) else {
+            return Ok(());
+        };
+        let Some((epoch, seq, frame)) = numbered(payload) else {
+            tracing::warn!(channel = name, "cluster: unreadable message skipped");
+            return Ok(());
+        };
+        let mut local = self.local[index].lock().await;
+        if epoch != local.epoch || seq > local.delivered + 1 {
+            // A new numbering, or a jump: the stream has what came before this one.
+            self.fill(channel, &mut local, seq - 1).await?;
+        }
+        if epoch == local.epoch && seq == local.delivered + 1 {
+            self.deliver(channel, &mut local, seq, Frame::from(frame.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn on_targeted(&self, payload: &str) {
+        let parsed = payload.split_once(' ').and_then(|(channel, rest)| {
+            let (target, frame) = rest.split_once(' ')?;
+            Some((
+                self.channels.id(channel)?,
+                Uuid::parse_str(target).ok()?,
+                frame,
+            ))
+        });
+        if let Some((channel, target, frame)) = parsed {
+            let frame = Frame::from(frame.to_owned());
+            self.fanout
+                .deliver(channel, frame, Some(target), Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered;
+
+    #[test]
+    fn a_message_is_epoch_seq_and_frame() {
+        assert_eq!(numbered("17 3 {\"a\": 1}"), Some((17, 3, "{\"a\": 1}")));
+        assert_eq!(numbered("17 x {}"), None);
+        assert_eq!(numbered("17"), None);
+    }
+}
