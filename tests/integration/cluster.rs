@@ -368,3 +368,62 @@ async fn a_paused_redis_answers_503_then_everything_recovers() {
     }
     assert_eq!(got, ["q-0", "q-1", "q-2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_are_stamped_by_redis_and_found_by_id_and_time_on_any_node() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let nodes = [node(&redis).await, node(&redis).await];
+    let (mut ws, _) = nodes[1].subscribe(ip(1), "alice", "pdfm").await;
+    let before = chrono::Utc::now() - chrono::Duration::seconds(5);
+    publish_n(&nodes[0], "t", 4, 4).await;
+    let text = match next_message(&mut ws).await {
+        tokio_tungstenite::tungstenite::Message::Text(text) => text.to_string(),
+        other => panic!("expected a text frame, got {other:?}"),
+    };
+    // The envelope's fields in the SPEC's order, seq and epoch last, as on one node.
+    let fields = [
+        "\"id\"",
+        "\"event_type\"",
+        "\"timestamp\"",
+        "\"message\"",
+        "\"seq\"",
+        "\"epoch\"",
+    ];
+    let at: Vec<usize> = fields.iter().map(|f| text.find(f).expect(f)).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+    let first: Value = serde_json::from_str(&text).expect("JSON");
+    let stamped = chrono::DateTime::parse_from_rfc3339(first["timestamp"].as_str().expect("ts"))
+        .expect("RFC 3339");
+    assert!(stamped > before && stamped < chrono::Utc::now() + chrono::Duration::seconds(5));
+    assert!(
+        first["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.len() == 27 && t.ends_with('Z'))
+    );
+    let second = next_json(&mut ws).await;
+    close(ws).await;
+
+    // last_event_id of the second event, on the other node: the two after it.
+    let id = second["id"].as_str().expect("id");
+    let path = format!("/v1/ws/subscribe?event_types=pdfm&last_event_id={id}");
+    let auth = format!("Bearer {}", nodes[0].reader("bob"));
+    let mut ws = nodes[0]
+        .handshake(ip(2), &path, &[("authorization", auth.as_str())])
+        .await
+        .expect("handshake");
+    let welcome = next_json(&mut ws).await;
+    assert_eq!(welcome["body"]["recovered"], true, "{welcome}");
+    assert_eq!(receive(&mut ws, 3, 2).await, ["t-2", "t-3"]);
+
+    // since_time before everything: all four.
+    let (status, page) = nodes[1]
+        .history(&format!(
+            "event_type=pdfm&since_time={}",
+            before.format("%Y-%m-%dT%H:%M:%SZ")
+        ))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page_messages(&page), ["t-0", "t-1", "t-2", "t-3"]);
+}
