@@ -162,6 +162,16 @@ impl From<crate::broker::PublishError> for ApiError {
     }
 }
 
+impl From<crate::broker::LeaseError> for ApiError {
+    fn from(error: crate::broker::LeaseError) -> Self {
+        use crate::broker::LeaseError;
+        match error {
+            LeaseError::Busy(ip) => Self::IpBusy(ip),
+            LeaseError::Unavailable(message) => Self::Unavailable(message),
+        }
+    }
+}
+
 impl From<crate::admission::Refused> for ApiError {
     fn from(refused: crate::admission::Refused) -> Self {
         use crate::admission::Refused;

@@ -59,6 +59,38 @@ pub enum PublishError {
     Unavailable(String),
 }
 
+/// A hold on one of a client IP's connection slots across the cluster ([`Broker::lease_ip`]),
+/// released when dropped. On a single node it holds nothing: admission alone counts.
+pub struct IpLease(Option<Box<dyn Send + Sync>>);
+
+impl IpLease {
+    /// Nothing to hold: no other node can admit the IP.
+    pub fn local() -> Self {
+        Self(None)
+    }
+
+    /// Holds `guard`, whose `Drop` frees the slot.
+    pub fn held(guard: Box<dyn Send + Sync>) -> Self {
+        Self(Some(guard))
+    }
+
+    /// Whether a shared store holds the slot.
+    pub fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// Why a cluster-wide slot was not given; mapped to HTTP in `error.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Every slot of the IP is held on some node: the same `409` as on one node.
+    #[error("IP address {0} already has an active WebSocket connection")]
+    Busy(std::net::IpAddr),
+    /// The shared store did not answer: fail closed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// One channel opened for a registering client ([`Broker::attach`]).
 pub struct Attached {
     /// Every frame delivered on the channel after `last_seq`.
@@ -103,6 +135,17 @@ pub trait Broker: Send + Sync + 'static {
     /// refuses handshakes (fail closed) rather than open feeds it cannot number. `Err` says why.
     fn available(&self) -> Result<(), String> {
         Ok(())
+    }
+
+    /// Takes one of `ip`'s `limit` connection slots across every node sharing this broker.
+    /// Called after this node's own admission took its slot; the memory broker has no other
+    /// node to ask.
+    fn lease_ip(
+        &self,
+        _ip: std::net::IpAddr,
+        _limit: u32,
+    ) -> BoxFuture<'_, Result<IpLease, LeaseError>> {
+        Box::pin(std::future::ready(Ok(IpLease::local())))
     }
 
     /// Stamps each event (id, timestamp, per-channel `seq` unless targeted), keeps it in

@@ -168,6 +168,15 @@ impl Hub {
         self.broker.epoch()
     }
 
+    /// Takes one of `ip`'s connection slots across the cluster (see [`Broker::lease_ip`]).
+    pub async fn lease_ip(
+        &self,
+        ip: IpAddr,
+        limit: u32,
+    ) -> Result<crate::broker::IpLease, crate::broker::LeaseError> {
+        self.broker.lease_ip(ip, limit).await
+    }
+
     /// Whether a new subscriber can be served now (see [`Broker::available`]).
     pub fn available(&self) -> Result<(), String> {
         self.broker.available()

@@ -64,6 +64,11 @@ pub(crate) async fn subscribe(
 
     let ip = app.client_ips.resolve(peer, &headers);
     let ticket = app.admission.admit(ip, &identity)?;
+    // This node's slot first (atomic here), then the cluster's (atomic in Redis).
+    let lease = app
+        .hub
+        .lease_ip(ip, app.settings.admission.max_connections_per_ip.get())
+        .await?;
 
     let hub = app.hub.clone();
     let metrics = app.metrics.clone();
@@ -74,6 +79,8 @@ pub(crate) async fn subscribe(
         socket_config(upgrade, app.settings.limits.max_message_bytes)
             .on_failed_upgrade(|error| tracing::debug!(%error, "upgrade failed"))
             .on_upgrade(move |socket| async move {
+                // Held for the socket's life; freed however it ends.
+                let _lease = lease;
                 let (client, recovery) = hub.register(&identity, ip, subscriptions, &resume).await;
                 count_resume(metrics.as_deref(), recovery.recovered);
                 let span = session_span(&client.id(), &identity, ticket.ip());

@@ -427,3 +427,130 @@ async fn frames_are_stamped_by_redis_and_found_by_id_and_time_on_any_node() {
     assert_eq!(status, 200, "{page}");
     assert_eq!(page_messages(&page), ["t-0", "t-1", "t-2", "t-3"]);
 }
+
+/// The status of a handshake from `source` to `hub` (101 → the socket, kept open).
+async fn try_subscribe(hub: &TestHub, source: std::net::IpAddr) -> Result<Ws, (u16, Value)> {
+    let result = hub.connect(source, &hub.reader("alice"), "pdfm").await;
+    match result {
+        Ok(ws) => Ok(ws),
+        Err(error) => Err(refused_status(&Err(error))),
+    }
+}
+
+async fn wait_admitted(hub: &TestHub, source: std::net::IpAddr) -> Ws {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match try_subscribe(hub, source).await {
+            Ok(ws) => return ws,
+            Err((409, _)) => {}
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the IP was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_per_ip_holds_across_nodes_and_is_freed_on_close() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let nodes = [node(&redis).await, node(&redis).await, node(&redis).await];
+    let (ws, _) = nodes[0].subscribe(ip(5), "alice", "pdfm").await;
+    for hub in &nodes[1..] {
+        let (status, body) = try_subscribe(hub, ip(5)).await.expect_err("refused");
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(
+            body["message"],
+            format!(
+                "IP address {} already has an active WebSocket connection",
+                ip(5)
+            )
+        );
+    }
+    close(ws).await;
+    let ws = wait_admitted(&nodes[2], ip(5)).await;
+    drop(ws);
+
+    // Simultaneous handshakes from one IP on all three nodes: exactly one gets through.
+    let attempts = (0..9).map(|i| try_subscribe(&nodes[i % 3], ip(6)));
+    let results = futures_util::future::join_all(attempts).await;
+    let admitted = results.iter().filter(|r| r.is_ok()).count();
+    let refused: Vec<u16> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.0))
+        .collect();
+    assert_eq!(admitted, 1, "{refused:?}");
+    assert!(refused.iter().all(|&s| s == 409), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_ips_are_freed_when_their_leases_expire() {
+    use std::io::BufRead;
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let survivor = node(&redis).await;
+    let mut command = crate::binary::hub_command();
+    command
+        .args(["--listen", "127.0.0.1:0"])
+        .env("EVENTS_HUB__AUTH__JWT_SECRET", SECRET)
+        .env("EVENTS_HUB__CLUSTER__REDIS_URL", redis.url())
+        .env("EVENTS_HUB__CLUSTER__LEASE_TTL_SECS", "3")
+        .stderr(Stdio::null());
+    let mut child = command.spawn().expect("spawn events-hub");
+    let stdout = child.stdout.take().expect("stdout");
+    let banner = std::io::BufReader::new(stdout)
+        .lines()
+        .next()
+        .expect("a banner line")
+        .expect("utf-8");
+    let addr: std::net::SocketAddr = crate::binary::banner_address(&banner)
+        .parse()
+        .expect("address");
+    let mut dying = crate::binary::Running(child);
+
+    // The dead node's socket, made with the harness's client against the binary's address.
+    let path = "/v1/ws/subscribe?event_types=pdfm";
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let _held = loop {
+        let request = {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut request = format!("ws://{addr}{path}")
+                .into_client_request()
+                .expect("request");
+            let auth = format!("Bearer {}", survivor.reader("alice"));
+            request
+                .headers_mut()
+                .insert("authorization", auth.parse().expect("header"));
+            request
+        };
+        let stream = tcp_from(ip(7), addr).await;
+        let plain = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+        match tokio_tungstenite::client_async(request, plain).await {
+            Ok((ws, _)) => break ws,
+            Err(_) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the binary node never admitted"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let (status, _) = try_subscribe(&survivor, ip(7))
+        .await
+        .expect_err("held elsewhere");
+    assert_eq!(status, 409);
+
+    let _ = dying.0.kill();
+    let _ = dying.0.wait();
+    let (status, _) = try_subscribe(&survivor, ip(7))
+        .await
+        .expect_err("still leased");
+    assert_eq!(status, 409, "a dead node's lease lasts until it expires");
+    wait_admitted(&survivor, ip(7)).await;
+}

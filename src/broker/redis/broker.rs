@@ -1,6 +1,7 @@
 //! [`RedisBroker`]: builds a node's state, starts its pub/sub task, and answers the [`Broker`]
 //! methods, each a thin call into `publish` or `reads`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use super::config::ClusterSettings;
 use super::keys::Keys;
 use super::state::{CONCURRENCY_LIMIT, Inner, RESPONSE_TIMEOUT};
-use crate::broker::{Attached, Broker, Event, HistoryPage, Kept, PublishError, Receipt};
+use crate::broker::{
+    Attached, Broker, Event, HistoryPage, IpLease, Kept, LeaseError, PublishError, Receipt,
+};
 use crate::channels::{ChannelId, Channels};
 use crate::config::{ConfigError, HistorySettings};
 use crate::fanout::Fanout;
@@ -54,7 +57,14 @@ impl RedisBroker {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| refused(e.to_string()))?;
         let names = channels.names();
+        let node_id = settings
+            .node_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let inner = Arc::new(Inner {
+            node_id,
+            leases: dashmap::DashMap::new(),
+            lease_ttl: Duration::from_secs(settings.lease_ttl_secs),
             keys: Keys::new(&settings.key_prefix, names),
             limits: names.iter().map(|n| history.limits(n)).collect(),
             local: names.iter().map(|_| Mutex::default()).collect(),
@@ -71,6 +81,7 @@ impl RedisBroker {
         });
         let stop = CancellationToken::new();
         tokio::spawn(super::delivery::run(Arc::clone(&inner), stop.clone()));
+        tokio::spawn(Arc::clone(&inner).renew_leases(stop.clone()));
         Ok(Self { inner, stop })
     }
 }
@@ -93,6 +104,10 @@ impl Broker for RedisBroker {
         } else {
             Err("the cluster's Redis is unreachable; try again shortly".into())
         }
+    }
+
+    fn lease_ip(&self, ip: IpAddr, limit: u32) -> BoxFuture<'_, Result<IpLease, LeaseError>> {
+        async move { self.inner.lease_ip(ip, limit).await }.boxed()
     }
 
     fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Receipt, PublishError>> {

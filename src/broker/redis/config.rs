@@ -20,6 +20,10 @@ pub struct ClusterSettings {
     /// clusters (or other applications) can share one Redis.
     #[serde(default = "ClusterSettings::default_prefix")]
     pub key_prefix: String,
+    /// How long a per-IP lease outlives its node's last renewal (renewed every third of it):
+    /// how long a dead node's clients stay counted against their IPs.
+    #[serde(default = "ClusterSettings::default_lease_ttl_secs")]
+    pub lease_ttl_secs: u64,
 }
 
 impl Default for ClusterSettings {
@@ -28,6 +32,7 @@ impl Default for ClusterSettings {
             redis_url: None,
             node_id: None,
             key_prefix: Self::default_prefix(),
+            lease_ttl_secs: Self::default_lease_ttl_secs(),
         }
     }
 }
@@ -35,6 +40,9 @@ impl Default for ClusterSettings {
 impl ClusterSettings {
     fn default_prefix() -> String {
         "events-hub".into()
+    }
+    fn default_lease_ttl_secs() -> u64 {
+        15
     }
 
     /// Whether this node is part of a cluster.
@@ -61,6 +69,12 @@ impl ClusterSettings {
             ));
         }
         check_name("cluster.key_prefix", &self.key_prefix)?;
+        if !(3..=3600).contains(&self.lease_ttl_secs) {
+            return Err(ConfigError::new(
+                "cluster.lease_ttl_secs",
+                "must be 3 to 3600 (leases are renewed every third of it)",
+            ));
+        }
         if let Some(node) = &self.node_id {
             check_name("cluster.node_id", node)?;
         }

@@ -7,6 +7,7 @@
 //! | `<p>:ids:<c>` | hash | event id → seq, for `last_event_id` |
 //! | `<p>:ch:<c>` | pub/sub | `"<epoch> <seq> <frame>"` per event |
 //! | `<p>:targeted` | pub/sub | `"<channel> <client id> <frame>"` per targeted event |
+//! | `<p>:ip:<ip>` | sorted set | connection (`<node>:<uuid>`) → lease expiry (ms, Redis clock) |
 //!
 //! Numbering and history live in one hash and the streams beside it: a Redis that loses its data
 //! loses them together, and the next script makes a new epoch. Keys are not spread over hash
@@ -21,6 +22,7 @@ pub(super) struct ChannelKeys {
 }
 
 pub(super) struct Keys {
+    pub prefix: String,
     pub meta: String,
     pub targeted: String,
     /// By `ChannelId::index`.
@@ -39,6 +41,7 @@ impl Keys {
             })
             .collect();
         Self {
+            prefix: prefix.to_owned(),
             meta: format!("{prefix}:meta"),
             targeted: format!("{prefix}:targeted"),
             channels,

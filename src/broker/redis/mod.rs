@@ -21,6 +21,7 @@
 //! | `scripts` | the Lua scripts (`lua/`), `read.lua` and the view it answers |
 //! | `publish` | a batch → one script call; targeted events; close |
 //! | `reads` | attach, replay, history, since_time, last_event_id from the streams |
+//! | `lease` | one connection per client IP, cluster-wide: leases in Redis, renewed |
 //! | `catchup` | filling a channel's delivery from the stream, in seq order |
 //! | `delivery` | the pub/sub task: seq check, reconnect with catch-up, idle probe |
 //! | `broker` | [`RedisBroker`]: building it, and the `Broker` methods |
@@ -33,6 +34,8 @@ mod catchup;
 mod delivery;
 #[cfg(feature = "cluster")]
 mod keys;
+#[cfg(feature = "cluster")]
+mod lease;
 #[cfg(feature = "cluster")]
 mod publish;
 #[cfg(feature = "cluster")]

@@ -31,6 +31,11 @@ pub(super) struct Local {
 }
 
 pub(super) struct Inner {
+    /// This node's name in lease members.
+    pub node_id: String,
+    /// Leases this node holds: connection → its key, renewed by `lease`.
+    pub leases: dashmap::DashMap<String, String>,
+    pub lease_ttl: Duration,
     pub channels: Arc<Channels>,
     pub fanout: Arc<Fanout>,
     pub keys: Keys,
