@@ -146,6 +146,7 @@ impl From<crate::hub::HubError> for ApiError {
             HubError::UnknownClient(_) => Self::NotFound(error.to_string()),
             HubError::NotOwner(_) => Self::Forbidden(error.to_string()),
             HubError::Invalid(message) => Self::BadRequest(message),
+            HubError::Unavailable(message) => Self::Unavailable(message),
         }
     }
 }

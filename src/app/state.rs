@@ -72,6 +72,7 @@ impl AppState {
         // The one place that chooses the broker.
         let broker = broker(&settings, &channels, &fanout, metrics.clone())?;
         let hub = Hub::new(Arc::clone(&channels), fanout, Arc::clone(&broker));
+        hub.serve_relays();
         Ok(Self {
             publisher: Publisher::new(channels, broker, idempotency(&settings)),
             hub,

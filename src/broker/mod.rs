@@ -91,6 +91,50 @@ pub enum LeaseError {
     Unavailable(String),
 }
 
+/// A client registered across the cluster ([`Broker::announce`]); unregistered when dropped.
+pub struct Announced(Option<Box<dyn Send + Sync>>);
+
+impl Announced {
+    /// Nothing registered: on a single node the registry is this node's own.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    pub fn held(guard: Box<dyn Send + Sync>) -> Self {
+        Self(Some(guard))
+    }
+
+    /// Whether a shared registry holds the client.
+    pub fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// Where a client of another node is, by the cluster's registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteClient {
+    pub node: String,
+    /// The owner key its node registered (see `hub::owner_key`).
+    pub owner: String,
+}
+
+/// Why a relayed command got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// No node holds the client any more.
+    #[error("the client's node is gone")]
+    Gone,
+    /// Redis or the other node did not answer in time.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A request another node relayed to this node's hub; the answer goes back through `reply`.
+pub struct Relayed {
+    pub request: String,
+    pub reply: tokio::sync::oneshot::Sender<String>,
+}
+
 /// One channel opened for a registering client ([`Broker::attach`]).
 pub struct Attached {
     /// Every frame delivered on the channel after `last_seq`.
@@ -146,6 +190,35 @@ pub trait Broker: Send + Sync + 'static {
         _limit: u32,
     ) -> BoxFuture<'_, Result<IpLease, LeaseError>> {
         Box::pin(std::future::ready(Ok(IpLease::local())))
+    }
+
+    /// Registers a client of this node for the other nodes (unsubscribe and targeted events
+    /// from any node), for as long as the guard lives.
+    fn announce(&self, _client: uuid::Uuid, _owner: String) -> BoxFuture<'_, Announced> {
+        Box::pin(std::future::ready(Announced::none()))
+    }
+
+    /// Where a client that is not on this node is; `None` when no node has it.
+    fn find_client(
+        &self,
+        _client: uuid::Uuid,
+    ) -> BoxFuture<'_, Result<Option<RemoteClient>, RelayError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Sends a request to `node`'s hub and waits for its answer.
+    fn relay<'a>(
+        &'a self,
+        _node: &'a str,
+        _request: &'a str,
+    ) -> BoxFuture<'a, Result<String, RelayError>> {
+        Box::pin(std::future::ready(Err(RelayError::Gone)))
+    }
+
+    /// The requests other nodes relay to this node's hub; `Some` once, for the task that
+    /// answers them.
+    fn relayed(&self) -> Option<tokio::sync::mpsc::Receiver<Relayed>> {
+        None
     }
 
     /// Stamps each event (id, timestamp, per-channel `seq` unless targeted), keeps it in

@@ -82,6 +82,8 @@ pub(crate) async fn subscribe(
                 // Held for the socket's life; freed however it ends.
                 let _lease = lease;
                 let (client, recovery) = hub.register(&identity, ip, subscriptions, &resume).await;
+                // Reachable from the other nodes of a cluster while the socket lives.
+                let _announced = hub.announce(&client).await;
                 count_resume(metrics.as_deref(), recovery.recovered);
                 let span = session_span(&client.id(), &identity, ticket.ip());
                 let session = Session {

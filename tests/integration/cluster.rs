@@ -554,3 +554,56 @@ async fn a_dead_nodes_ips_are_freed_when_their_leases_expire() {
     assert_eq!(status, 409, "a dead node's lease lasts until it expires");
     wait_admitted(&survivor, ip(7)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_and_targeted_publish_work_through_a_node_without_the_client() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let nodes = [node(&redis).await, node(&redis).await];
+    let (mut ws, welcome) = nodes[0]
+        .subscribe(ip(1), "alice", "pdfm,orchestrator")
+        .await;
+    let client = welcome["body"]["client_id"]
+        .as_str()
+        .expect("client id")
+        .to_owned();
+
+    // Targeted, published on the other node: reaches the one client, counted.
+    let (status, receipt) = nodes[1]
+        .publish(&json!({"event_type": "pdfm", "message": "FOR_YOU", "client_id": client}))
+        .await;
+    assert_eq!(
+        (status, &receipt["recipients"]),
+        (202, &json!(1)),
+        "{receipt}"
+    );
+    let private = next_json(&mut ws).await;
+    assert_eq!(
+        (private["message"].as_str(), private["client_id"].as_str()),
+        (Some("FOR_YOU"), Some(client.as_str()))
+    );
+
+    // Someone else's client: 403; an unknown one: 404; both from the other node.
+    let body = json!({"client_id": client, "event_types": ["pdfm"]});
+    assert_eq!(nodes[1].unsubscribe("mallory", &body).await.0, 403);
+    let unknown = json!({"client_id": uuid::Uuid::new_v4(), "event_types": ["pdfm"]});
+    assert_eq!(nodes[1].unsubscribe("alice", &unknown).await.0, 404);
+
+    // The owner, through the other node: 200, and in force when it is sent.
+    let (status, reply) = nodes[1].unsubscribe("alice", &body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["unsubscribed"], json!(["pdfm"]));
+    assert_eq!(
+        reply["remaining_subscriptions"],
+        json!(["orchestrator", "global"])
+    );
+    let (status, _) = nodes[1]
+        .publish(&json!([
+            {"event_type": "pdfm", "message": "GONE"},
+            {"event_type": "orchestrator", "message": "STILL_HERE"}
+        ]))
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(next_json(&mut ws).await["message"], "STILL_HERE");
+}

@@ -16,8 +16,11 @@ use tokio_util::sync::CancellationToken;
 use super::config::ClusterSettings;
 use super::keys::Keys;
 use super::state::{CONCURRENCY_LIMIT, Inner, RESPONSE_TIMEOUT};
+use uuid::Uuid;
+
 use crate::broker::{
-    Attached, Broker, Event, HistoryPage, IpLease, Kept, LeaseError, PublishError, Receipt,
+    Announced, Attached, Broker, Event, HistoryPage, IpLease, Kept, LeaseError, PublishError,
+    Receipt, RelayError, Relayed, RemoteClient,
 };
 use crate::channels::{ChannelId, Channels};
 use crate::config::{ConfigError, HistorySettings};
@@ -25,10 +28,14 @@ use crate::fanout::Fanout;
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 
+/// Requests from other nodes waiting for this node's hub.
+const RELAYED_QUEUE: usize = 1024;
+
 /// The cluster broker. Dropping it stops its pub/sub task.
 pub struct RedisBroker {
     inner: Arc<Inner>,
     stop: CancellationToken,
+    relayed: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Relayed>>>,
 }
 
 impl RedisBroker {
@@ -61,9 +68,13 @@ impl RedisBroker {
             .node_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let (relayed_tx, relayed) = tokio::sync::mpsc::channel(RELAYED_QUEUE);
         let inner = Arc::new(Inner {
             node_id,
             leases: dashmap::DashMap::new(),
+            announced: dashmap::DashMap::new(),
+            pending: dashmap::DashMap::new(),
+            relayed: relayed_tx,
             lease_ttl: Duration::from_secs(settings.lease_ttl_secs),
             keys: Keys::new(&settings.key_prefix, names),
             limits: names.iter().map(|n| history.limits(n)).collect(),
@@ -82,7 +93,11 @@ impl RedisBroker {
         let stop = CancellationToken::new();
         tokio::spawn(super::delivery::run(Arc::clone(&inner), stop.clone()));
         tokio::spawn(Arc::clone(&inner).renew_leases(stop.clone()));
-        Ok(Self { inner, stop })
+        Ok(Self {
+            inner,
+            stop,
+            relayed: std::sync::Mutex::new(Some(relayed)),
+        })
     }
 }
 
@@ -108,6 +123,29 @@ impl Broker for RedisBroker {
 
     fn lease_ip(&self, ip: IpAddr, limit: u32) -> BoxFuture<'_, Result<IpLease, LeaseError>> {
         async move { self.inner.lease_ip(ip, limit).await }.boxed()
+    }
+
+    fn announce(&self, client: Uuid, owner: String) -> BoxFuture<'_, Announced> {
+        async move { self.inner.announce(client, owner).await }.boxed()
+    }
+
+    fn find_client(&self, client: Uuid) -> BoxFuture<'_, Result<Option<RemoteClient>, RelayError>> {
+        self.inner.find_client(client).boxed()
+    }
+
+    fn relay<'a>(
+        &'a self,
+        node: &'a str,
+        request: &'a str,
+    ) -> BoxFuture<'a, Result<String, RelayError>> {
+        self.inner.relay_hub(node, request).boxed()
+    }
+
+    fn relayed(&self) -> Option<tokio::sync::mpsc::Receiver<Relayed>> {
+        self.relayed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Receipt, PublishError>> {

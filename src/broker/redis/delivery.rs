@@ -1,5 +1,5 @@
 //! The node's pub/sub task: one connection subscribed to every channel's Redis channel (and
-//! `<p>:targeted`), whose messages are delivered to the node's [`Fanout`] in seq order.
+//! this node's own `<p>:node:<node>`, the relay), whose messages are delivered to the node's [`Fanout`] in seq order.
 //!
 //! Each message carries its epoch and seq. Under the channel's lock: a seq already delivered
 //! is dropped; a jump is filled from the stream (XRANGE through `read.lua`) before the message
@@ -13,11 +13,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::RedisFailure;
 use super::state::{Inner, RESPONSE_TIMEOUT};
@@ -54,7 +53,7 @@ pub(super) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
 }
 
 /// One connection: subscribe, catch every channel up, then deliver until it fails.
-async fn session(inner: &Inner, was_up: &mut bool) -> Result<(), RedisFailure> {
+async fn session(inner: &Arc<Inner>, was_up: &mut bool) -> Result<(), RedisFailure> {
     let pubsub = bounded(inner.client.get_async_pubsub()).await?;
     let (mut sink, mut stream) = pubsub.split();
     let mut names: Vec<&str> = inner
@@ -63,7 +62,8 @@ async fn session(inner: &Inner, was_up: &mut bool) -> Result<(), RedisFailure> {
         .iter()
         .map(|k| k.pubsub.as_str())
         .collect();
-    names.push(&inner.keys.targeted);
+    let own = inner.node_channel(&inner.node_id);
+    names.push(&own);
     bounded(sink.subscribe(names)).await?;
     for channel in inner.channels.ids() {
         let mut local = inner.local[channel.index()].lock().await;
@@ -98,13 +98,13 @@ fn numbered(payload: &str) -> Option<(u64, u64, &str)> {
 }
 
 impl Inner {
-    async fn on_message(&self, message: &::redis::Msg) -> Result<(), RedisFailure> {
+    async fn on_message(self: &Arc<Self>, message: &::redis::Msg) -> Result<(), RedisFailure> {
         let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
             return Ok(());
         };
         let name = message.get_channel_name();
-        if name == self.keys.targeted {
-            self.on_targeted(payload);
+        if name.strip_prefix(&self.keys.prefix) == Some(&format!(":node:{}", self.node_id)) {
+            self.on_node_message(payload);
             return Ok(());
         }
         let Some(index) = self.keys.channels.iter().position(|k| k.pubsub == name) else {
@@ -126,22 +126,6 @@ impl Inner {
             self.deliver(channel, &mut local, seq, Frame::from(frame.to_owned()));
         }
         Ok(())
-    }
-
-    fn on_targeted(&self, payload: &str) {
-        let parsed = payload.split_once(' ').and_then(|(channel, rest)| {
-            let (target, frame) = rest.split_once(' ')?;
-            Some((
-                self.channels.id(channel)?,
-                Uuid::parse_str(target).ok()?,
-                frame,
-            ))
-        });
-        if let Some((channel, target, frame)) = parsed {
-            let frame = Frame::from(frame.to_owned());
-            self.fanout
-                .deliver(channel, frame, Some(target), Instant::now());
-        }
     }
 }
 

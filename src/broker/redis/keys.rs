@@ -6,7 +6,8 @@
 //! | `<p>:stream:<c>` | stream | the history: entry `<seq>-0`, fields `f` frame, `t` µs, `i` event id |
 //! | `<p>:ids:<c>` | hash | event id → seq, for `last_event_id` |
 //! | `<p>:ch:<c>` | pub/sub | `"<epoch> <seq> <frame>"` per event |
-//! | `<p>:targeted` | pub/sub | `"<channel> <client id> <frame>"` per targeted event |
+//! | `<p>:node:<node>` | pub/sub | the relay to one node: `"Q <id> <from> <kind> <body>"`, `"A <id> <body>"` |
+//! | `<p>:client:<id>` | string | `"<node>\n<owner>"` of a live client, expiring like a lease |
 //! | `<p>:ip:<ip>` | sorted set | connection (`<node>:<uuid>`) → lease expiry (ms, Redis clock) |
 //!
 //! Numbering and history live in one hash and the streams beside it: a Redis that loses its data
@@ -24,7 +25,6 @@ pub(super) struct ChannelKeys {
 pub(super) struct Keys {
     pub prefix: String,
     pub meta: String,
-    pub targeted: String,
     /// By `ChannelId::index`.
     pub channels: Vec<ChannelKeys>,
 }
@@ -43,7 +43,6 @@ impl Keys {
         Self {
             prefix: prefix.to_owned(),
             meta: format!("{prefix}:meta"),
-            targeted: format!("{prefix}:targeted"),
             channels,
         }
     }

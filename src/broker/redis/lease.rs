@@ -113,6 +113,31 @@ impl Inner {
                     tracing::warn!(%error, "cluster: leases not renewed");
                 }
             }
+            self.renew_registry().await;
+        }
+    }
+
+    /// Sets every client of this node in the registry again (taking back what Redis lost).
+    async fn renew_registry(&self) {
+        let ttl = self.lease_ttl.as_millis() as u64;
+        let entries: Vec<(String, String)> =
+            self.announced.iter().map(|e| e.value().clone()).collect();
+        for chunk in entries.chunks(RENEW_CHUNK) {
+            let mut pipe = ::redis::pipe();
+            for (key, value) in chunk {
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ttl)
+                    .ignore();
+            }
+            let renewed: Result<(), _> = self
+                .call(|mut conn| async move { pipe.query_async(&mut conn).await })
+                .await;
+            if let Err(error) = renewed {
+                tracing::warn!(%error, "cluster: client registry not renewed");
+            }
         }
     }
 }

@@ -22,6 +22,7 @@
 //! | `publish` | a batch → one script call; targeted events; close |
 //! | `reads` | attach, replay, history, since_time, last_event_id from the streams |
 //! | `lease` | one connection per client IP, cluster-wide: leases in Redis, renewed |
+//! | `relay` | the client registry and the command relay between nodes |
 //! | `catchup` | filling a channel's delivery from the stream, in seq order |
 //! | `delivery` | the pub/sub task: seq check, reconnect with catch-up, idle probe |
 //! | `broker` | [`RedisBroker`]: building it, and the `Broker` methods |
@@ -40,6 +41,8 @@ mod lease;
 mod publish;
 #[cfg(feature = "cluster")]
 mod reads;
+#[cfg(feature = "cluster")]
+mod relay;
 #[cfg(feature = "cluster")]
 mod scripts;
 #[cfg(feature = "cluster")]

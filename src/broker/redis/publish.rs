@@ -1,11 +1,9 @@
 //! Publishing in a cluster: each run of broadcast events is one `publish.lua` call (numbered,
 //! kept and PUBLISHed in one atomic step); a targeted event goes to its client directly when
-//! it is on this node, else over `<p>:targeted` to every node.
+//! it is on this node, else through the relay to the node the registry names.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-use ::redis::AsyncCommands;
 
 use super::RedisFailure;
 use super::scripts::{self, PUBLISH};
@@ -146,12 +144,11 @@ impl Inner {
                     .deliver(event.channel, frame, Some(target), Instant::now());
             return Ok(());
         }
-        let payload = format!("{} {target} {frame}", self.channel_name(event.channel));
-        let channel = self.keys.targeted.clone();
-        let _nodes: u64 = self
-            .call(|mut conn| async move { conn.publish(channel, payload).await })
+        let body = format!("{} {target} {frame}", self.channel_name(event.channel));
+        receipt.recipients += self
+            .relay_targeted(target, &body)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
         Ok(())
     }
 

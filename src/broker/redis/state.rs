@@ -36,6 +36,13 @@ pub(super) struct Inner {
     /// Leases this node holds: connection → its key, renewed by `lease`.
     pub leases: dashmap::DashMap<String, String>,
     pub lease_ttl: Duration,
+    /// Clients of this node in the registry: id → (key, value), renewed with the leases.
+    pub announced: dashmap::DashMap<uuid::Uuid, (String, String)>,
+    /// Relayed requests of this node awaiting their answer.
+    pub pending: dashmap::DashMap<uuid::Uuid, tokio::sync::oneshot::Sender<String>>,
+    /// Requests from other nodes for this node's hub (bounded: a flood is refused, and its
+    /// senders time out with 503).
+    pub relayed: tokio::sync::mpsc::Sender<crate::broker::Relayed>,
     pub channels: Arc<Channels>,
     pub fanout: Arc<Fanout>,
     pub keys: Keys,
