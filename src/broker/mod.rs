@@ -181,6 +181,11 @@ pub trait Broker: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether a shared store is connected (for `/metrics`); `None` without one.
+    fn cluster_connected(&self) -> Option<bool> {
+        None
+    }
+
     /// Takes one of `ip`'s `limit` connection slots across every node sharing this broker.
     /// Called after this node's own admission took its slot; the memory broker has no other
     /// node to ask.

@@ -197,6 +197,11 @@ impl Hub {
         self.broker.lease_ip(ip, limit).await
     }
 
+    /// Whether this cluster node's Redis is connected; `None` on a single node.
+    pub fn cluster_connected(&self) -> Option<bool> {
+        self.broker.cluster_connected()
+    }
+
     /// Whether a new subscriber can be served now (see [`Broker::available`]).
     pub fn available(&self) -> Result<(), String> {
         self.broker.available()

@@ -291,6 +291,22 @@ async fn a_killed_pubsub_connection_catches_up_in_order() {
         caught,
         (0..30).map(|i| format!("y-{i}")).collect::<Vec<_>>()
     );
+    let metrics = nodes[1]
+        .http()
+        .get(nodes[1].url("/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    let text = metrics.text().await.expect("body");
+    assert!(text.contains("events_hub_cluster_connected 1"), "{text}");
+    assert!(
+        text.contains("events_hub_cluster_events_total{kind=\"reconnect\"}"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("events_hub_cluster_events_total{kind=\"reconnect\"} 0"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,6 +366,20 @@ async fn a_paused_redis_answers_503_then_everything_recovers() {
         (503, Some("unavailable")),
         "{body}"
     );
+    // The idle probe finds the silent pub/sub connection: not ready, new handshakes refused
+    // (fail closed), the connected socket kept.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while nodes[1].get("/readyz").await.0 != 503 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never said 503"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = try_subscribe(&nodes[1], ip(2))
+        .await
+        .expect_err("fail closed");
+    assert_eq!(status, 503, "{body}");
     redis.signal("-CONT");
 
     for hub in &nodes {

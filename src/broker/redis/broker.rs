@@ -121,6 +121,10 @@ impl Broker for RedisBroker {
         }
     }
 
+    fn cluster_connected(&self) -> Option<bool> {
+        Some(self.available().is_ok())
+    }
+
     fn lease_ip(&self, ip: IpAddr, limit: u32) -> BoxFuture<'_, Result<IpLease, LeaseError>> {
         async move { self.inner.lease_ip(ip, limit).await }.boxed()
     }

@@ -11,6 +11,7 @@ use super::RedisFailure;
 use super::scripts::View;
 use super::state::{Inner, Local};
 use crate::channels::ChannelId;
+use crate::metrics::ClusterEvent;
 use crate::protocol::Frame;
 
 /// Events read from the stream per call when filling a gap.
@@ -34,6 +35,9 @@ impl Inner {
                 continue;
             }
             let target = until.min(view.last);
+            if !view.entries.is_empty() && until != u64::MAX {
+                self.count(ClusterEvent::GapFill);
+            }
             if let Some(&(first, _)) = view.entries.first().filter(|(s, _)| *s > from) {
                 self.skipped(channel, from, first);
             } else if view.entries.is_empty() && target >= from {
@@ -67,6 +71,7 @@ impl Inner {
     }
 
     fn skipped(&self, channel: ChannelId, from: u64, next: u64) {
+        self.count(ClusterEvent::Skipped(next - from));
         tracing::warn!(
             channel = self.channel_name(channel),
             from,

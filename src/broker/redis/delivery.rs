@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RedisFailure;
 use super::state::{Inner, RESPONSE_TIMEOUT};
+use crate::metrics::ClusterEvent;
 use crate::protocol::Frame;
 
 /// A pub/sub connection silent this long is probed.
@@ -37,6 +38,7 @@ pub(super) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
             ended = session(&inner, &mut was_up) => ended,
         };
         inner.up.store(false, Ordering::Release);
+        inner.count(ClusterEvent::Reconnect);
         if let Err(error) = ended {
             tracing::warn!(%error, "cluster: pub/sub session ended; reconnecting");
         }

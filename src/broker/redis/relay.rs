@@ -108,9 +108,7 @@ impl Inner {
             Ok(0) => Err(RelayError::Gone),
             Ok(_) => match tokio::time::timeout(RELAY_TIMEOUT, answered).await {
                 Ok(Ok(answer)) => Ok(answer),
-                _ => Err(RelayError::Unavailable(format!(
-                    "node {node} did not answer within {RELAY_TIMEOUT:?}; try again"
-                ))),
+                _ => Err(self.timed_out(node)),
             },
             Err(error) => Err(RelayError::Unavailable(format!(
                 "the cluster's Redis: {error}"
@@ -118,6 +116,13 @@ impl Inner {
         };
         self.pending.remove(&id);
         outcome
+    }
+
+    fn timed_out(&self, node: &str) -> RelayError {
+        self.count(crate::metrics::ClusterEvent::RelayTimeout);
+        RelayError::Unavailable(format!(
+            "node {node} did not answer within {RELAY_TIMEOUT:?}; try again"
+        ))
     }
 
     /// A message on this node's channel: a request to carry out, or an answer awaited.

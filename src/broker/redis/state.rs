@@ -81,6 +81,12 @@ impl Inner {
             .map_err(Into::into)
     }
 
+    pub fn count(&self, event: crate::metrics::ClusterEvent) {
+        if let Some(metrics) = &self.metrics {
+            metrics.cluster(event);
+        }
+    }
+
     pub fn channel_name(&self, channel: ChannelId) -> &str {
         self.channels.name(channel)
     }
