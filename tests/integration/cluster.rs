@@ -324,6 +324,11 @@ async fn a_redis_restart_starts_a_new_epoch_and_delivery_goes_on() {
     for hub in &nodes {
         wait_ready(hub).await;
     }
+    // The open socket's lease was taken again when its node reconnected.
+    let (status, _) = try_subscribe(&nodes[0], ip(1))
+        .await
+        .expect_err("still leased");
+    assert_eq!(status, 409);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (status, _) = nodes[0]

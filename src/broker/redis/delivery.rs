@@ -71,6 +71,8 @@ async fn session(inner: &Arc<Inner>, was_up: &mut bool) -> Result<(), RedisFailu
         let mut local = inner.local[channel.index()].lock().await;
         inner.fill(channel, &mut local, u64::MAX).await?;
     }
+    // Leases and registry entries a restarted Redis lost are taken again.
+    inner.renew(true).await;
     inner.up.store(true, Ordering::Release);
     *was_up = true;
     tracing::info!("cluster: pub/sub connected and caught up");

@@ -95,42 +95,49 @@ impl Inner {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let held: Vec<(String, String)> = self
-                .leases
-                .iter()
-                .map(|e| (e.key().clone(), e.value().clone()))
-                .collect();
-            for chunk in held.chunks(RENEW_CHUNK) {
-                let mut call = RENEW_SCRIPT.prepare_invoke();
-                call.arg(self.lease_ttl.as_millis() as u64);
-                for (member, key) in chunk {
-                    call.key(key).arg(member);
-                }
-                let renewed: Result<u64, _> = self
-                    .call(|mut conn| async move { call.invoke_async(&mut conn).await })
-                    .await;
-                if let Err(error) = renewed {
-                    tracing::warn!(%error, "cluster: leases not renewed");
-                }
-            }
-            self.renew_registry().await;
+            self.renew(false).await;
         }
     }
 
-    /// Sets every client of this node in the registry again (taking back what Redis lost).
-    async fn renew_registry(&self) {
+    /// One renewal of the leases and the registry. `retake`: also what Redis no longer has
+    /// (right after a reconnect); otherwise only what is still there, so nothing a socket
+    /// freed meanwhile comes back.
+    pub async fn renew(&self, retake: bool) {
+        let held: Vec<(String, String)> = self
+            .leases
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for chunk in held.chunks(RENEW_CHUNK) {
+            let mut call = RENEW_SCRIPT.prepare_invoke();
+            call.arg(self.lease_ttl.as_millis() as u64)
+                .arg(if retake { "" } else { "XX" });
+            for (member, key) in chunk {
+                call.key(key).arg(member);
+            }
+            let renewed: Result<u64, _> = self
+                .call(|mut conn| async move { call.invoke_async(&mut conn).await })
+                .await;
+            if let Err(error) = renewed {
+                tracing::warn!(%error, "cluster: leases not renewed");
+            }
+        }
+        self.renew_registry(retake).await;
+    }
+
+    /// Sets every client of this node in the registry again (`retake`: also what Redis lost).
+    async fn renew_registry(&self, retake: bool) {
         let ttl = self.lease_ttl.as_millis() as u64;
         let entries: Vec<(String, String)> =
             self.announced.iter().map(|e| e.value().clone()).collect();
         for chunk in entries.chunks(RENEW_CHUNK) {
             let mut pipe = ::redis::pipe();
             for (key, value) in chunk {
-                pipe.cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("PX")
-                    .arg(ttl)
-                    .ignore();
+                let set = pipe.cmd("SET").arg(key).arg(value).arg("PX").arg(ttl);
+                if !retake {
+                    set.arg("XX");
+                }
+                set.ignore();
             }
             let renewed: Result<(), _> = self
                 .call(|mut conn| async move { pipe.query_async(&mut conn).await })
