@@ -642,3 +642,46 @@ async fn unsubscribe_and_targeted_publish_work_through_a_node_without_the_client
     assert_eq!(status, 202);
     assert_eq!(next_json(&mut ws).await["message"], "STILL_HERE");
 }
+
+/// How many connections subscribe to `channel`'s Redis channel.
+async fn followers(redis: &Redis, channel: &str) -> i64 {
+    let name = format!("events-hub:ch:{channel}");
+    match redis.command(&["PUBSUB", "NUMSUB", &name]).await {
+        redis::Value::Array(items) => match items.get(1) {
+            Some(redis::Value::Int(n)) => *n,
+            other => panic!("NUMSUB answered {other:?}"),
+        },
+        other => panic!("NUMSUB answered {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_follows_a_channel_only_while_it_has_subscribers_to_it() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let nodes = [node(&redis).await, node(&redis).await];
+    assert_eq!(followers(&redis, "pdfm").await, 0);
+    let (mut first, _) = nodes[0].subscribe(ip(1), "alice", "pdfm").await;
+    assert_eq!(followers(&redis, "pdfm").await, 1);
+    let (second, _) = nodes[1].subscribe(ip(2), "bob", "pdfm").await;
+    assert_eq!(followers(&redis, "pdfm").await, 2);
+
+    close(second).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while followers(&redis, "pdfm").await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 1 never let pdfm go"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Published while node 1 does not follow pdfm; then followed again from the newest seq.
+    publish_n(&nodes[0], "while-away", 3, 3).await;
+    receive(&mut first, 1, 3).await;
+    let (mut again, welcome) = nodes[1].subscribe(ip(3), "carol", "pdfm").await;
+    assert_eq!(welcome["body"]["positions"]["pdfm"], 3, "{welcome}");
+    publish_n(&nodes[0], "after", 2, 2).await;
+    assert_eq!(receive(&mut again, 4, 2).await, ["after-0", "after-1"]);
+    assert_eq!(receive(&mut first, 4, 2).await, ["after-0", "after-1"]);
+}

@@ -69,6 +69,7 @@ impl RedisBroker {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let (relayed_tx, relayed) = tokio::sync::mpsc::channel(RELAYED_QUEUE);
+        let (control, follow) = tokio::sync::mpsc::channel(RELAYED_QUEUE);
         let inner = Arc::new(Inner {
             node_id,
             leases: dashmap::DashMap::new(),
@@ -80,6 +81,9 @@ impl RedisBroker {
             limits: names.iter().map(|n| history.limits(n)).collect(),
             local: names.iter().map(|_| Mutex::default()).collect(),
             published: names.iter().map(|_| AtomicU64::new(0)).collect(),
+            subscribed: names.iter().map(|_| AtomicBool::new(false)).collect(),
+            attaching: names.iter().map(|_| Default::default()).collect(),
+            control,
             channels,
             fanout,
             client,
@@ -91,7 +95,11 @@ impl RedisBroker {
             metrics,
         });
         let stop = CancellationToken::new();
-        tokio::spawn(super::delivery::run(Arc::clone(&inner), stop.clone()));
+        tokio::spawn(super::delivery::run(
+            Arc::clone(&inner),
+            follow,
+            stop.clone(),
+        ));
         tokio::spawn(Arc::clone(&inner).renew_leases(stop.clone()));
         Ok(Self {
             inner,

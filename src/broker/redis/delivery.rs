@@ -1,5 +1,6 @@
-//! The node's pub/sub task: one connection subscribed to every channel's Redis channel (and
-//! this node's own `<p>:node:<node>`, the relay), whose messages are delivered to the node's [`Fanout`] in seq order.
+//! The node's pub/sub task: one connection subscribed to the Redis channels of the channels
+//! this node has subscribers on (`interest`) and to its own `<p>:node:<node>` (the relay),
+//! whose messages are delivered to the node's [`Fanout`] in seq order.
 //!
 //! Each message carries its epoch and seq. Under the channel's lock: a seq already delivered
 //! is dropped; a jump is filled from the stream (XRANGE through `read.lua`) before the message
@@ -18,8 +19,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::{mpsc, oneshot};
+
 use super::RedisFailure;
-use super::state::{Inner, RESPONSE_TIMEOUT};
+use super::interest::{SWEEP, bounded};
+use super::state::Inner;
+use crate::channels::ChannelId;
 use crate::metrics::ClusterEvent;
 use crate::protocol::Frame;
 
@@ -29,13 +34,13 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Runs sessions until `stop`, reconnecting with exponential back-off.
-pub(super) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
+pub(super) async fn run(inner: Arc<Inner>, mut control: Control, stop: CancellationToken) {
     let mut backoff = BACKOFF_MIN;
     loop {
         let mut was_up = false;
         let ended = tokio::select! {
             _ = stop.cancelled() => return,
-            ended = session(&inner, &mut was_up) => ended,
+            ended = session(&inner, &mut control, &mut was_up) => ended,
         };
         inner.up.store(false, Ordering::Release);
         inner.count(ClusterEvent::Reconnect);
@@ -54,20 +59,30 @@ pub(super) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
-/// One connection: subscribe, catch every channel up, then deliver until it fails.
-async fn session(inner: &Arc<Inner>, was_up: &mut bool) -> Result<(), RedisFailure> {
+/// Requests to follow a channel, each answered once Redis confirmed the subscription.
+pub(super) type Control = mpsc::Receiver<(ChannelId, oneshot::Sender<()>)>;
+
+/// One connection: subscribe to what is wanted, catch it up, then deliver until it fails.
+async fn session(
+    inner: &Arc<Inner>,
+    control: &mut Control,
+    was_up: &mut bool,
+) -> Result<(), RedisFailure> {
     let pubsub = bounded(inner.client.get_async_pubsub()).await?;
     let (mut sink, mut stream) = pubsub.split();
-    let mut names: Vec<&str> = inner
-        .keys
-        .channels
+    let wanted = inner.wanted_channels().await;
+    let mut names: Vec<String> = wanted
         .iter()
-        .map(|k| k.pubsub.as_str())
+        .map(|c| inner.keys.channels[c.index()].pubsub.clone())
         .collect();
-    let own = inner.node_channel(&inner.node_id);
-    names.push(&own);
+    names.push(inner.node_channel(&inner.node_id));
     bounded(sink.subscribe(names)).await?;
-    for channel in inner.channels.ids() {
+    // The cluster's epoch (made now if Redis is new), before any channel is followed.
+    if let Some(first) = inner.channels.ids().next() {
+        let view = inner.read(first, 1, 0, 0).await?;
+        inner.epoch.store(view.epoch, Ordering::Release);
+    }
+    for channel in wanted {
         let mut local = inner.local[channel.index()].lock().await;
         inner.fill(channel, &mut local, u64::MAX).await?;
     }
@@ -76,22 +91,29 @@ async fn session(inner: &Arc<Inner>, was_up: &mut bool) -> Result<(), RedisFailu
     inner.up.store(true, Ordering::Release);
     *was_up = true;
     tracing::info!("cluster: pub/sub connected and caught up");
+    let mut sweep = tokio::time::interval(SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Reset by every message only: subscribing and sweeping do not prove the link alive.
+    let idle = tokio::time::sleep(IDLE);
+    tokio::pin!(idle);
     loop {
-        match tokio::time::timeout(IDLE, stream.next()).await {
-            Ok(Some(message)) => inner.on_message(&message).await?,
-            Ok(None) => return Err(RedisFailure::Closed),
-            Err(_) => bounded(sink.ping::<()>()).await?,
+        tokio::select! {
+            message = stream.next() => {
+                let message = message.ok_or(RedisFailure::Closed)?;
+                inner.on_message(&message).await?;
+                idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
+            }
+            _ = &mut idle => {
+                bounded(sink.ping::<()>()).await?;
+                idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
+            }
+            Some((channel, done)) = control.recv() => {
+                inner.follow(&mut sink, channel).await?;
+                let _ = done.send(());
+            }
+            _ = sweep.tick() => inner.sweep(&mut sink).await?,
         }
     }
-}
-
-async fn bounded<T>(
-    call: impl Future<Output = ::redis::RedisResult<T>>,
-) -> Result<T, RedisFailure> {
-    tokio::time::timeout(RESPONSE_TIMEOUT, call)
-        .await
-        .map_err(|_| RedisFailure::Timeout(RESPONSE_TIMEOUT))?
-        .map_err(Into::into)
 }
 
 /// `"<epoch> <seq> <frame>"` of a channel message.

@@ -24,6 +24,7 @@
 //! | `lease` | one connection per client IP, cluster-wide: leases in Redis, renewed |
 //! | `relay` | the client registry and the command relay between nodes |
 //! | `catchup` | filling a channel's delivery from the stream, in seq order |
+//! | `interest` | following only the channels with local subscribers |
 //! | `delivery` | the pub/sub task: seq check, reconnect with catch-up, idle probe |
 //! | `broker` | [`RedisBroker`]: building it, and the `Broker` methods |
 
@@ -33,6 +34,8 @@ pub mod config;
 mod catchup;
 #[cfg(feature = "cluster")]
 mod delivery;
+#[cfg(feature = "cluster")]
+mod interest;
 #[cfg(feature = "cluster")]
 mod keys;
 #[cfg(feature = "cluster")]

@@ -172,8 +172,13 @@ impl Inner {
     }
 
     async fn all_delivered(&self) -> bool {
-        for (local, published) in self.local.iter().zip(&self.published) {
-            if local.lock().await.delivered < published.load(Ordering::Acquire) {
+        for ((local, published), subscribed) in
+            self.local.iter().zip(&self.published).zip(&self.subscribed)
+        {
+            // Only what comes back to this node: channels it follows.
+            if subscribed.load(Ordering::Acquire)
+                && local.lock().await.delivered < published.load(Ordering::Acquire)
+            {
                 return false;
             }
         }

@@ -15,7 +15,16 @@ impl Inner {
     /// under the channel's lock: the replay up to `last_seq` and the receiver meet exactly.
     /// Without Redis, the node's own position stands and only "nothing missed" is kept.
     pub async fn attach(&self, channel: ChannelId, after: Option<u64>) -> Attached {
-        let mut local = self.local[channel.index()].lock().await;
+        let _attaching = self.attaching(channel);
+        let mut local = loop {
+            self.ensure_subscribed(channel).await;
+            let local = self.local[channel.index()].lock().await;
+            // A sweep may have dropped the channel meanwhile; it will not again while this
+            // client counts as attaching. Without Redis, go on unsubscribed.
+            if self.is_subscribed(channel) || !self.up.load(std::sync::atomic::Ordering::Acquire) {
+                break local;
+            }
+        };
         let view = self.fill(channel, &mut local, u64::MAX).await;
         let delivered = local.delivered;
         let kept = match (after, view) {

@@ -62,6 +62,12 @@ pub(super) struct Inner {
     /// Whether the pub/sub session is up and caught up.
     pub up: AtomicBool,
     pub closed: RwLock<bool>,
+    /// Per channel: whether the pub/sub connection subscribes to it now (`interest`).
+    pub subscribed: Vec<AtomicBool>,
+    /// Per channel: clients attaching now, whose receivers are not open yet.
+    pub attaching: Vec<std::sync::atomic::AtomicUsize>,
+    /// Asks the pub/sub task to follow a channel.
+    pub control: tokio::sync::mpsc::Sender<(ChannelId, tokio::sync::oneshot::Sender<()>)>,
     pub metrics: Option<Arc<Metrics>>,
 }
 
