@@ -685,3 +685,28 @@ async fn a_node_follows_a_channel_only_while_it_has_subscribers_to_it() {
     assert_eq!(receive(&mut again, 4, 2).await, ["after-0", "after-1"]);
     assert_eq!(receive(&mut first, 4, 2).await, ["after-0", "after-1"]);
 }
+
+/// 5000 events in batches of 100 from one node to sockets on two nodes: every one, in order.
+/// Prints the rate (`--nocapture`): a smoke figure on a debug build, not a benchmark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_events_cross_nodes_in_order() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let nodes = [node(&redis).await, node(&redis).await];
+    let (mut here, _) = nodes[0].subscribe(ip(1), "alice", "pdfm").await;
+    let (mut there, _) = nodes[1].subscribe(ip(2), "bob", "pdfm").await;
+    let started = std::time::Instant::now();
+    let readers = async {
+        let a = receive(&mut here, 1, 5000).await;
+        let b = receive(&mut there, 1, 5000).await;
+        (a, b)
+    };
+    let ((a, b), ()) = tokio::join!(readers, publish_n(&nodes[0], "bulk", 5000, 100));
+    let elapsed = started.elapsed();
+    assert_eq!(a, b);
+    eprintln!(
+        "cluster: 5000 events published and delivered on two nodes in {elapsed:?} ({:.0} events/s)",
+        5000.0 / elapsed.as_secs_f64()
+    );
+}
