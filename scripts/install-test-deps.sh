@@ -8,7 +8,8 @@
 # jsonschema and openapi-spec-validator (tests/e2e/test_api_schemas.py), the
 # CloudEvents SDK `cloudevents` (tests/e2e/test_cloudevents.py), the npm
 # package @asyncapi/specs (the AsyncAPI 3.0 JSON Schema, for the same test), and
-# Node's `ws` into tests/e2e/node_modules (the docs' Node snippet).
+# Node's `ws` into tests/e2e/node_modules (the docs' Node snippet), and
+# Debian's redis-server (the cluster tests, tests/integration/cluster.rs).
 #
 # Not installed: promtool. Debian ships it only inside the `prometheus` package,
 # about 320 MB installed with its dependencies (libjs-moment-timezone alone is
@@ -60,6 +61,14 @@ if command -v openssl >/dev/null 2>&1; then
 else
     say "openssl: missing, installing"
     apt_install openssl
+fi
+
+# --- redis-server (tests/integration/cluster.rs starts its own, --save "" on a free port) ---
+if command -v redis-server >/dev/null 2>&1; then
+    say "redis-server: present ($(command -v redis-server))"
+else
+    say "redis-server: missing, installing"
+    apt_install redis-server
 fi
 
 # --- C++ compiler (libzmq is built from source by the zmq crate) ---------------

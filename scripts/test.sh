@@ -25,13 +25,16 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 
-step "the hub builds without the OpenNebula source (cargo feature opennebula off)"
+step "the hub builds without the OpenNebula source and the cluster (cargo features opennebula, cluster off)"
 cargo check --locked --no-default-features --lib --bins
 
 step "no module cycles (scripts/check-module-cycles.py)"
 python3 scripts/check-module-cycles.py
 
 step "cargo test (unit + integration)"
+# The cluster tests (tests/integration/cluster.rs) start their own redis-server, installed by
+# install-test-deps.sh; here its absence is a failure, not a skip.
+export EVENTS_HUB_REQUIRE_REDIS=1
 cargo test --locked
 
 step "benchmark harness smoke run (a few hundred sockets, zero loss)"

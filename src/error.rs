@@ -150,6 +150,7 @@ impl From<crate::hub::HubError> for ApiError {
             HubError::UnknownClient(_) => Self::NotFound(error.to_string()),
             HubError::NotOwner(_) => Self::Forbidden(error.to_string()),
             HubError::Invalid(message) => Self::BadRequest(message),
+            HubError::Unavailable(message) => Self::Unavailable(message),
         }
     }
 }
@@ -171,6 +172,17 @@ impl From<crate::broker::PublishError> for ApiError {
             PublishError::Invalid(message) => Self::BadRequest(message),
             PublishError::ShuttingDown => Self::Unavailable(error.to_string()),
             PublishError::KeyReused => Self::KeyReused(error.to_string()),
+            PublishError::Unavailable(message) => Self::Unavailable(message),
+        }
+    }
+}
+
+impl From<crate::broker::LeaseError> for ApiError {
+    fn from(error: crate::broker::LeaseError) -> Self {
+        use crate::broker::LeaseError;
+        match error {
+            LeaseError::Busy(ip) => Self::IpBusy(ip),
+            LeaseError::Unavailable(message) => Self::Unavailable(message),
         }
     }
 }

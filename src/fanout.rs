@@ -196,6 +196,16 @@ impl Fanout {
         if target.is_some() { sent.min(1) } else { sent }
     }
 
+    /// Sockets on this node that receive `channel`.
+    pub fn receiver_count(&self, channel: ChannelId) -> usize {
+        self.senders[channel.index()].receiver_count()
+    }
+
+    /// Whether `client` is connected to this node.
+    pub fn is_local(&self, client: Uuid) -> bool {
+        self.clients.contains_key(&client)
+    }
+
     /// Live clients on this node.
     pub fn client_count(&self) -> usize {
         self.clients.len()

@@ -14,7 +14,7 @@
 //! | [`channels`] | the configured channels by name and id; a subscription set as a bit mask |
 //! | [`metrics`] | Prometheus metrics: one registry per hub, counted on the path, read at scrape |
 //! | [`fanout`] | local delivery: a broadcast sender per channel, the live clients of this node; an event parsed once for its filtered subscribers |
-//! | [`broker`] | the `Broker` seam: `seq`, history, delivery into `fanout` (`MemoryBroker` today) |
+//! | [`broker`] | the `Broker` seam: `seq`, history, delivery into `fanout` (`MemoryBroker` on one node, `broker::redis` for a cluster sharing one Redis, docs/cluster.md) |
 //! | [`hub`] | the registry: clients, subscriptions, where each stream starts (resume) |
 //! | [`tls`] | native TLS: the rustls configuration, its reload, the bounded handshake |
 //! | [`admission`] | who may open a socket now: per-IP, per-identity and total limits |

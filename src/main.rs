@@ -59,13 +59,19 @@ fn conformance_echo(global: &GlobalArgs) -> ExitCode {
     };
     events_hub::telemetry::init(&settings.log.level, settings.log.format);
     let listen = settings.server.listen;
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let entered = runtime.enter();
     let state = match AppState::build(settings, "conformance-echo-has-no-auth") {
         Ok(state) => state,
         Err(error) => return config_failure(&error),
     };
     let router = events_hub::routes::conformance_router(state.clone());
     let scheme = if state.tls.is_some() { "https" } else { "http" };
-    serve_until_signal(listen, state, router, |local| {
+    drop(entered);
+    serve_until_signal(runtime, listen, state, router, |local| {
         println!("events-hub conformance echo (test only) listening on {scheme}://{local}");
     })
 }
@@ -87,36 +93,45 @@ fn serve(global: &GlobalArgs, overrides: &[(&'static str, String)]) -> ExitCode 
         settings.auth.jwt_secret.clone()
     };
     let listen = settings.server.listen;
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    // Inside the runtime: the cluster broker starts its Redis tasks as it is built.
+    let entered = runtime.enter();
     let state = match AppState::build(settings, &secret) {
         Ok(state) => state,
         Err(error) => return config_failure(&error),
     };
+    drop(entered);
 
     let router = app::app(state.clone());
     let tls = state.tls.is_some();
-    serve_until_signal(listen, state, router, |local| {
+    serve_until_signal(runtime, listen, state, router, |local| {
         print_banner(local, tls, generated.then_some(secret.as_str()), algorithm);
     })
 }
 
-/// Starts the runtime, installs the signal handlers, binds, prints the banner and serves
-/// `router` until SIGTERM/SIGINT. Exit code 0 after a graceful shutdown, 1 when it cannot start.
+/// The multi-threaded runtime the hub serves on; exit code 1 when it cannot start.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("events-hub: cannot start the async runtime: {error}");
+            ExitCode::from(1)
+        })
+}
+
+/// Installs the signal handlers, binds, prints the banner and serves `router` on `runtime`
+/// until SIGTERM/SIGINT. Exit code 0 after a graceful shutdown, 1 when it cannot start.
 fn serve_until_signal(
+    runtime: tokio::runtime::Runtime,
     listen: std::net::SocketAddr,
     state: AppState,
     router: axum::Router,
     banner: impl FnOnce(std::net::SocketAddr),
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("events-hub: cannot start the async runtime: {error}");
-            return ExitCode::from(1);
-        }
-    };
     runtime.block_on(async move {
         let signal = match shutdown_signal() {
             Ok(signal) => signal,

@@ -57,6 +57,24 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// Something a cluster node had to do about Redis, for `events_hub_cluster_events_total{kind}`.
+#[derive(Debug, Clone, Copy)]
+pub enum ClusterEvent {
+    /// The pub/sub session ended and the node reconnects.
+    Reconnect,
+    /// A jump in a channel's seqs was filled from the stream.
+    GapFill,
+    /// Events left the stream before this node delivered them.
+    Skipped(u64),
+    /// A relayed command got no answer in time (503).
+    RelayTimeout,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabel {
     version: &'static str,
 }
@@ -82,6 +100,7 @@ pub struct Metrics {
     refused: Family<StatusLabel, Counter>,
     resumes: Family<OutcomeLabel, Counter>,
     opened: Counter,
+    cluster: Family<KindLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -147,9 +166,16 @@ impl Metrics {
         });
         registry.register("build", "The running build", build);
         zero_expected_labels(&closes, &refused, &resumes);
+        let cluster = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "cluster_events",
+            "Cluster nodes: pub/sub reconnects, gaps filled from the stream, events skipped because the stream no longer held them, relayed commands unanswered",
+            cluster.clone(),
+        );
         let snapshot = std::sync::Arc::new(SnapshotCollector::default());
         registry.register_collector(Box::new(std::sync::Arc::clone(&snapshot)));
         Self {
+            cluster,
             registry,
             snapshot,
             published,
@@ -160,6 +186,16 @@ impl Metrics {
             resumes,
             opened,
         }
+    }
+
+    pub fn cluster(&self, event: ClusterEvent) {
+        let (kind, n) = match event {
+            ClusterEvent::Reconnect => ("reconnect", 1),
+            ClusterEvent::GapFill => ("gap_fill", 1),
+            ClusterEvent::Skipped(n) => ("skipped", n),
+            ClusterEvent::RelayTimeout => ("relay_timeout", 1),
+        };
+        self.cluster.get_or_create(&KindLabel { kind }).inc_by(n);
     }
 
     /// One event published on `channel`, handed to `recipients` sockets.
@@ -256,6 +292,8 @@ pub struct Snapshot {
     /// Per channel: name, live subscribers, kept events, kept bytes.
     pub channels: Vec<ChannelSample>,
     pub sources: Vec<SourceSample>,
+    /// Whether this cluster node's Redis pub/sub is up and caught up; `None` on a single node.
+    pub cluster_connected: Option<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -305,6 +343,15 @@ impl Collector for SnapshotCollector {
             None,
             connections.metric_type(),
         )?)?;
+        if let Some(up) = snapshot.cluster_connected {
+            let up = ConstGauge::new(i64::from(up));
+            up.encode(encoder.encode_descriptor(
+                "cluster_connected",
+                "1 while this node's Redis pub/sub is up and caught up (cluster mode only).",
+                None,
+                up.metric_type(),
+            )?)?;
+        }
         encode_channels(&mut encoder, &snapshot.channels)?;
         encode_sources(&mut encoder, &snapshot.sources)
     }
@@ -478,6 +525,7 @@ mod tests {
                 history_events: 1,
                 history_bytes: 120,
             }],
+            cluster_connected: None,
             sources: Vec::new(),
         });
         for line in [

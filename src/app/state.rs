@@ -70,13 +70,9 @@ impl AppState {
             .enabled
             .then(|| Arc::new(Metrics::new(&channels)));
         // The one place that chooses the broker.
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(
-            Arc::clone(&channels),
-            Arc::clone(&fanout),
-            &settings.history,
-            metrics.clone(),
-        ));
+        let broker = broker(&settings, &channels, &fanout, metrics.clone())?;
         let hub = Hub::new(Arc::clone(&channels), fanout, Arc::clone(&broker));
+        hub.serve_relays();
         Ok(Self {
             publisher: Publisher::new(channels, broker, idempotency(&settings)),
             hub,
@@ -95,6 +91,31 @@ impl AppState {
             settings: Arc::new(settings),
         })
     }
+}
+
+/// The cluster broker when `[cluster] redis_url` is set, else the in-memory one.
+fn broker(
+    settings: &Settings,
+    channels: &Arc<Channels>,
+    fanout: &Arc<Fanout>,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<Arc<dyn Broker>, ConfigError> {
+    #[cfg(feature = "cluster")]
+    if settings.cluster.enabled() {
+        return Ok(Arc::new(crate::broker::redis::RedisBroker::new(
+            &settings.cluster,
+            Arc::clone(channels),
+            Arc::clone(fanout),
+            &settings.history,
+            metrics,
+        )?));
+    }
+    Ok(Arc::new(MemoryBroker::new(
+        Arc::clone(channels),
+        Arc::clone(fanout),
+        &settings.history,
+        metrics,
+    )))
 }
 
 /// The idempotent-publish memory, unless `limits.idempotency_window_secs` is 0.

@@ -11,6 +11,7 @@
 
 mod history;
 mod memory;
+pub mod redis;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
@@ -56,6 +57,85 @@ pub enum PublishError {
         "this Idempotency-Key was used for a different request within its window; use a new key for a new request"
     )]
     KeyReused,
+    /// The shared store (the cluster's Redis) did not answer.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A hold on one of a client IP's connection slots across the cluster ([`Broker::lease_ip`]),
+/// released when dropped. On a single node it holds nothing: admission alone counts.
+pub struct IpLease(Option<Box<dyn Send + Sync>>);
+
+impl IpLease {
+    /// Nothing to hold: no other node can admit the IP.
+    pub fn local() -> Self {
+        Self(None)
+    }
+
+    /// Holds `guard`, whose `Drop` frees the slot.
+    pub fn held(guard: Box<dyn Send + Sync>) -> Self {
+        Self(Some(guard))
+    }
+
+    /// Whether a shared store holds the slot.
+    pub fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// Why a cluster-wide slot was not given; mapped to HTTP in `error.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Every slot of the IP is held on some node: the same `409` as on one node.
+    #[error("IP address {0} already has an active WebSocket connection")]
+    Busy(std::net::IpAddr),
+    /// The shared store did not answer: fail closed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A client registered across the cluster ([`Broker::announce`]); unregistered when dropped.
+pub struct Announced(Option<Box<dyn Send + Sync>>);
+
+impl Announced {
+    /// Nothing registered: on a single node the registry is this node's own.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    pub fn held(guard: Box<dyn Send + Sync>) -> Self {
+        Self(Some(guard))
+    }
+
+    /// Whether a shared registry holds the client.
+    pub fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// Where a client of another node is, by the cluster's registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteClient {
+    pub node: String,
+    /// The owner key its node registered (see `hub::owner_key`).
+    pub owner: String,
+}
+
+/// Why a relayed command got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// No node holds the client any more.
+    #[error("the client's node is gone")]
+    Gone,
+    /// Redis or the other node did not answer in time.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A request another node relayed to this node's hub; the answer goes back through `reply`.
+pub struct Relayed {
+    pub request: String,
+    pub reply: tokio::sync::oneshot::Sender<String>,
 }
 
 /// One channel opened for a registering client ([`Broker::attach`]).
@@ -97,6 +177,57 @@ pub struct Kept {
 pub trait Broker: Send + Sync + 'static {
     /// The numbering that `seq`s belong to; a cursor from another epoch means nothing here.
     fn epoch(&self) -> u64;
+
+    /// Whether the broker can serve a new subscriber now: a cluster node that lost its Redis
+    /// refuses handshakes (fail closed) rather than open feeds it cannot number. `Err` says why.
+    fn available(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Whether a shared store is connected (for `/metrics`); `None` without one.
+    fn cluster_connected(&self) -> Option<bool> {
+        None
+    }
+
+    /// Takes one of `ip`'s `limit` connection slots across every node sharing this broker.
+    /// Called after this node's own admission took its slot; the memory broker has no other
+    /// node to ask.
+    fn lease_ip(
+        &self,
+        _ip: std::net::IpAddr,
+        _limit: u32,
+    ) -> BoxFuture<'_, Result<IpLease, LeaseError>> {
+        Box::pin(std::future::ready(Ok(IpLease::local())))
+    }
+
+    /// Registers a client of this node for the other nodes (unsubscribe and targeted events
+    /// from any node), for as long as the guard lives.
+    fn announce(&self, _client: uuid::Uuid, _owner: String) -> BoxFuture<'_, Announced> {
+        Box::pin(std::future::ready(Announced::none()))
+    }
+
+    /// Where a client that is not on this node is; `None` when no node has it.
+    fn find_client(
+        &self,
+        _client: uuid::Uuid,
+    ) -> BoxFuture<'_, Result<Option<RemoteClient>, RelayError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Sends a request to `node`'s hub and waits for its answer.
+    fn relay<'a>(
+        &'a self,
+        _node: &'a str,
+        _request: &'a str,
+    ) -> BoxFuture<'a, Result<String, RelayError>> {
+        Box::pin(std::future::ready(Err(RelayError::Gone)))
+    }
+
+    /// The requests other nodes relay to this node's hub; `Some` once, for the task that
+    /// answers them.
+    fn relayed(&self) -> Option<tokio::sync::mpsc::Receiver<Relayed>> {
+        None
+    }
 
     /// Stamps each event (id, timestamp, per-channel `seq` unless targeted), keeps it in
     /// history and delivers it, in order per channel. [`PublishError::ShuttingDown`] once

@@ -34,6 +34,7 @@ pub use self::limits::LimitSettings;
 pub use self::log::{LogFormat, LogSettings};
 pub use self::metrics::MetricsSettings;
 pub use self::server::{ServerSettings, TlsSettings};
+pub use crate::broker::redis::config::ClusterSettings;
 pub use crate::identity::{EVENTS_ADMIN, EVENTS_PUBLISH, KNOWN_CLAIMS, READ_ONLY, SUPER_USER};
 pub use crate::sources::config::SourceSettings;
 pub use crate::sources::opennebula::config::{OPENNEBULA_KINDS, OpenNebulaSettings};
@@ -55,6 +56,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub console: ConsoleSettings,
     pub sources: SourceSettings,
+    #[serde(default)]
+    pub cluster: ClusterSettings,
 }
 
 /// Keys whose environment values are comma-separated lists.
@@ -120,7 +123,8 @@ impl Settings {
         self.history.validate(&self.hub.channels)?;
         self.limits.validate()?;
         self.log.validate()?;
-        self.sources.validate(&self.hub.channels)
+        self.sources.validate(&self.hub.channels)?;
+        self.cluster.validate()
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -11,6 +11,7 @@
 //! published before the cut and sends the `SERVER_SHUTDOWN` notice as its last frame.
 
 mod feed;
+mod relay;
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -37,11 +38,14 @@ pub enum HubError {
     NotOwner(Uuid),
     #[error("{0}")]
     Invalid(String),
+    /// The client is on another node, which could not be asked (cluster).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The outcome of an unsubscribe that removed at least one channel. The three lists of what
 /// was not removed are serialised only when one of them has something in it.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
 pub struct Unsubscribed {
     pub unsubscribed: Vec<String>,
     pub remaining_subscriptions: Vec<String>,
@@ -50,7 +54,8 @@ pub struct Unsubscribed {
 }
 
 /// What an unsubscribe request named but did not remove.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct NotRemoved {
     pub invalid_event_types: Vec<String>,
     pub not_subscribed: Vec<String>,
@@ -173,6 +178,40 @@ impl Hub {
     /// The broker's numbering of events; a cursor from another epoch means nothing here.
     pub fn epoch(&self) -> u64 {
         self.broker.epoch()
+    }
+
+    /// Registers `client` for the other nodes of a cluster, while the guard lives.
+    pub async fn announce(&self, client: &Client) -> crate::broker::Announced {
+        let state = client.state();
+        self.broker
+            .announce(state.id, relay::owner_key(&state.owner))
+            .await
+    }
+
+    /// Starts answering what other nodes relay to this hub (a cluster node only).
+    pub fn serve_relays(self: &Arc<Self>) {
+        if let Some(relayed) = self.broker.relayed() {
+            tokio::spawn(Arc::clone(self).serve_relayed(relayed));
+        }
+    }
+
+    /// Takes one of `ip`'s connection slots across the cluster (see [`Broker::lease_ip`]).
+    pub async fn lease_ip(
+        &self,
+        ip: IpAddr,
+        limit: u32,
+    ) -> Result<crate::broker::IpLease, crate::broker::LeaseError> {
+        self.broker.lease_ip(ip, limit).await
+    }
+
+    /// Whether this cluster node's Redis is connected; `None` on a single node.
+    pub fn cluster_connected(&self) -> Option<bool> {
+        self.broker.cluster_connected()
+    }
+
+    /// Whether a new subscriber can be served now (see [`Broker::available`]).
+    pub fn available(&self) -> Result<(), String> {
+        self.broker.available()
     }
 
     /// Live clients on this node.
@@ -381,13 +420,16 @@ impl Hub {
 
     /// Removes channels from a live client owned by `caller`. When this returns `Ok`, no later
     /// event of a removed channel reaches that socket.
-    pub fn unsubscribe(
+    /// A client of another node is reached through the cluster's relay.
+    pub async fn unsubscribe(
         &self,
         client_id: Uuid,
         caller: &Identity,
         requested: &[String],
     ) -> Result<Unsubscribed, HubError> {
-        let client = self.live_client(client_id)?;
+        let Ok(client) = self.live_client(client_id) else {
+            return self.unsubscribe_remote(client_id, caller, requested).await;
+        };
         if client.owner != caller.owner() {
             return Err(HubError::NotOwner(client_id));
         }

@@ -19,6 +19,7 @@ pub(crate) async fn readyz(
     if app.shutdown.is_cancelled() || !app.ready.load(Ordering::Acquire) {
         return Err(ApiError::Unavailable("the hub is shutting down".into()));
     }
+    app.hub.available().map_err(ApiError::Unavailable)?;
     let mut body = json!({
         "status": "ready",
         "clients": app.hub.client_count(),

@@ -25,6 +25,8 @@ pub(crate) async fn history(
     _: Claimed<Read>,
     query: HistoryQuery,
 ) -> Result<Response, ApiError> {
+    // A cluster node without its Redis cannot read the stream: say so rather than answer empty.
+    app.hub.available().map_err(ApiError::Unavailable)?;
     let channels = app.hub.channels();
     let HistoryQuery {
         channel,

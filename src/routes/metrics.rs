@@ -37,6 +37,7 @@ async fn snapshot(app: &AppState) -> Snapshot {
         connections: hub.client_count() as u64,
         channels,
         sources: sources(&app.sources.status()),
+        cluster_connected: hub.cluster_connected(),
     }
 }
 

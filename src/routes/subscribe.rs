@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::admission::Ticket;
 use crate::app::state::AppState;
 use crate::auth;
+use crate::broker::IpLease;
 use crate::channels::ChannelId;
 use crate::cloudevents;
 use crate::error::ApiError;
@@ -52,6 +53,8 @@ pub(crate) async fn subscribe(
     if app.shutdown.is_cancelled() {
         return Err(ApiError::Unavailable("the hub is shutting down".into()));
     }
+    // Fail closed: a cluster node without its Redis cannot number what it would deliver.
+    app.hub.available().map_err(ApiError::Unavailable)?;
     check_origin(&app.settings.admission.allowed_origins, &headers)?;
 
     let pairs: Vec<(String, String)> = auth::form_pairs(query.as_deref().unwrap_or("")).collect();
@@ -72,6 +75,11 @@ pub(crate) async fn subscribe(
 
     let ip = app.client_ips.resolve(peer, &headers);
     let ticket = app.admission.admit(ip, &identity)?;
+    // This node's slot first (atomic here), then the cluster's (atomic in Redis).
+    let lease = app
+        .hub
+        .lease_ip(ip, app.settings.admission.max_connections_per_ip.get())
+        .await?;
 
     let opening = Box::new(Opening {
         identity,
@@ -81,6 +89,7 @@ pub(crate) async fn subscribe(
         filters,
         ignored: resolved.unknown,
         ticket,
+        lease,
         hub: app.hub.clone(),
         metrics: app.metrics.clone(),
         settings: app.session_settings.clone(),
@@ -108,6 +117,8 @@ struct Opening {
     filters: Filters,
     ignored: Vec<String>,
     ticket: Ticket,
+    /// This IP's slot across the cluster (nothing on a single node).
+    lease: IpLease,
     hub: Arc<Hub>,
     metrics: Option<Arc<Metrics>>,
     settings: SessionSettings,
@@ -153,9 +164,14 @@ async fn open(socket: Box<WebSocket>, mut opening: Box<Opening>) {
             filters,
         )
         .await;
+    // Reachable from the other nodes of a cluster while the socket lives.
+    let announced = opening.hub.announce(&client).await;
     count_resume(opening.metrics.as_deref(), recovery.recovered);
     let span = session_span(&client.id(), &opening.identity, opening.ticket.ip());
+    let lease = std::mem::replace(&mut opening.lease, IpLease::local());
     let session = opening.into_session(client, recovery);
+    // Held for the socket's life, freed however it ends.
+    let _held = (lease, announced);
     ws::run(socket, session).instrument(span).await
 }
 

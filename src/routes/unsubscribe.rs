@@ -57,7 +57,10 @@ pub(crate) async fn unsubscribe(
         )));
     }
 
-    let outcome = app.hub.unsubscribe(client_id, &identity, &requested)?;
+    let outcome = app
+        .hub
+        .unsubscribe(client_id, &identity, &requested)
+        .await?;
     let guidance = outcome.is_partial().then(|| {
         format!(
             "Only the listed event types were removed. `global` cannot be removed; \

@@ -9,6 +9,8 @@ mod binary;
 mod binary_ops;
 mod cli;
 mod cloudevents;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod console;
 mod delivery;
 mod edges;
