@@ -13,15 +13,7 @@ fn enc(text: &str) -> String {
 }
 
 async fn connect_with(hub: &TestHub, source: IpAddr, query: &str) -> (Ws, Value) {
-    let path = format!("/v1/ws/subscribe?{query}");
-    let auth = format!("Bearer {}", hub.reader("alice"));
-    let mut ws = hub
-        .handshake(source, &path, &[("authorization", auth.as_str())])
-        .await
-        .expect("handshake succeeds");
-    let welcome = next_json(&mut ws).await;
-    assert_eq!(welcome["message"], events_hub::protocol::WELCOME_MESSAGE);
-    (ws, welcome["body"].clone())
+    hub.subscribe_query(source, "alice", query).await
 }
 
 async fn refused(hub: &TestHub, query: &str) -> (u16, Value) {

@@ -27,15 +27,7 @@ async fn publish_range(hub: &TestHub, channel: &str, range: std::ops::Range<u64>
 
 /// Connects as `subject` with any query; returns the socket and its welcome body.
 async fn connect_with(hub: &TestHub, source: IpAddr, subject: &str, query: &str) -> (Ws, Value) {
-    let path = format!("/v1/ws/subscribe?{query}");
-    let auth = format!("Bearer {}", hub.reader(subject));
-    let mut ws = hub
-        .handshake(source, &path, &[("authorization", auth.as_str())])
-        .await
-        .expect("handshake succeeds");
-    let welcome = next_json(&mut ws).await;
-    assert_eq!(welcome["message"], events_hub::protocol::WELCOME_MESSAGE);
-    (ws, welcome["body"].clone())
+    hub.subscribe_query(source, subject, query).await
 }
 
 fn seq(event: &Value) -> u64 {

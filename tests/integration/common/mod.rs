@@ -132,6 +132,20 @@ impl TestHub {
         (ws, welcome)
     }
 
+    /// Opens a WebSocket with any subscribe query as `subject` (a reader) and returns it with
+    /// the welcome's body.
+    pub async fn subscribe_query(&self, source: IpAddr, subject: &str, query: &str) -> (Ws, Value) {
+        let path = format!("/v1/ws/subscribe?{query}");
+        let auth = format!("Bearer {}", self.reader(subject));
+        let mut ws = self
+            .handshake(source, &path, &[("authorization", auth.as_str())])
+            .await
+            .expect("handshake succeeds");
+        let welcome = next_json(&mut ws).await;
+        assert_eq!(welcome["message"], events_hub::protocol::WELCOME_MESSAGE);
+        (ws, welcome["body"].clone())
+    }
+
     /// A raw handshake with any path and headers, from `source`.
     pub async fn handshake(
         &self,
