@@ -204,6 +204,8 @@ const FLOOD: Exit = Exit::Close(close::POLICY, "message rate limit exceeded");
 
 /// The socket's one loop. Its length is the `select!`: each branch hands its work to a function
 /// of its own, and the branches read best side by side.
+/// The rare paths (answering a client frame, the shutdown tail) are boxed, as `finish` is: a
+/// task holds the future of every path it may take, so they live on the heap only while taken.
 async fn serve(
     socket: &mut WebSocket,
     session: &Session,
@@ -232,9 +234,6 @@ async fn serve(
     loop {
         tokio::select! {
             biased;
-            // Boxed, as `answer` and `finish` are: a socket's task holds the future of every
-            // path it may take, so rare paths live on the heap only while taken (an idle socket
-            // is ~2 KiB smaller).
             _ = &mut shutdown => return Box::pin(shutdown_tail(&mut streams, client, outbox, settings)).await,
             _ = &mut changed => {
                 if client.state().is_disconnected() {
