@@ -58,11 +58,7 @@ async fn post(
         request = request.header(*name, *value);
     }
     let response = request.send().await.expect("POST /v1/events");
-    let replayed = response
-        .headers()
-        .get("idempotent-replayed")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let replayed = crate::common::header_text(&response, "idempotent-replayed");
     let (status, body) = json_response(response).await;
     (status, body, replayed)
 }

@@ -249,11 +249,7 @@ async fn publish_keyed(
         .send()
         .await
         .expect("publish request");
-    let replayed = response
-        .headers()
-        .get("idempotent-replayed")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let replayed = crate::common::header_text(&response, "idempotent-replayed");
     let (status, body) = json_response(response).await;
     (status, replayed, body)
 }

@@ -296,6 +296,15 @@ pub async fn tcp_from(source: IpAddr, target: SocketAddr) -> TcpStream {
     socket.connect(target).await.expect("connect")
 }
 
+/// A response header as text, when present.
+pub fn header_text(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 pub async fn json_response(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
