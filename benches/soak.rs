@@ -126,7 +126,7 @@ fn main() -> ExitCode {
 async fn soak(args: &Args, server: &target::Server, reader: Arc<str>, publisher: String) -> bool {
     let endpoints = server.endpoints;
     let duration = Duration::from_secs_f64(args.minutes * 60.0);
-    let shared = load::Shared::new(1);
+    let shared = load::Shared::with_groups(1, 0);
     let stop = CancellationToken::new();
     let permits = Arc::new(Semaphore::new(64));
 

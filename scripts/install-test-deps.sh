@@ -47,6 +47,16 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
 }
 
+# ensure_deb COMMAND PACKAGE: installs Debian's PACKAGE unless COMMAND is on PATH.
+ensure_deb() {
+    if command -v "$1" >/dev/null 2>&1; then
+        say "$1: present ($(command -v "$1"))"
+    else
+        say "$1: missing, installing"
+        apt_install "$2"
+    fi
+}
+
 # --- curl ---------------------------------------------------------------------
 if command -v curl >/dev/null 2>&1; then
     say "curl: present ($(command -v curl))"
@@ -56,20 +66,10 @@ else
 fi
 
 # --- openssl (tests/e2e/test_tls.py makes a self-signed certificate with it) ---
-if command -v openssl >/dev/null 2>&1; then
-    say "openssl: present ($(command -v openssl))"
-else
-    say "openssl: missing, installing"
-    apt_install openssl
-fi
+ensure_deb openssl openssl
 
 # --- redis-server (tests/integration/cluster.rs starts its own, --save "" on a free port) ---
-if command -v redis-server >/dev/null 2>&1; then
-    say "redis-server: present ($(command -v redis-server))"
-else
-    say "redis-server: missing, installing"
-    apt_install redis-server
-fi
+ensure_deb redis-server redis-server
 
 # --- C++ compiler (libzmq is built from source by the zmq crate) ---------------
 if command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1; then
@@ -160,21 +160,11 @@ fi
 # Debian's chromium, not a browser downloaded by playwright: playwright-core is
 # only the driver library, installed locally under tests/e2e/node_modules and
 # pointed at /usr/bin/chromium (executablePath).
-if command -v chromium >/dev/null 2>&1; then
-    say "chromium: present ($(command -v chromium))"
-else
-    say "chromium: missing, installing"
-    apt_install chromium
-fi
+ensure_deb chromium chromium
 # --- prometheus-alertmanager (tests/e2e/test_alertmanager.py) -------------------
 # A real Alertmanager pair notifying the hub's receiver; Debian's package, started by the test
 # on loopback (no service is started here: the test runs its own, gossip off).
-if command -v prometheus-alertmanager >/dev/null 2>&1; then
-    say "prometheus-alertmanager: present ($(command -v prometheus-alertmanager))"
-else
-    say "prometheus-alertmanager: missing, installing"
-    apt_install prometheus-alertmanager
-fi
+ensure_deb prometheus-alertmanager prometheus-alertmanager
 # Node packages for the e2e tests, into tests/e2e/node_modules (git-ignored), in ONE npm
 # command: `npm install --no-save` prunes whatever an earlier --no-save install put there.
 #   ws: the docs' Node snippet (tests/e2e/test_docs_snippets.py; about 2 s, 200 KB);

@@ -141,7 +141,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(lanes: usize) -> Arc<Shared> {
+    /// Counters for `lanes` publisher lanes; with `groups` > 0 each subscriber filters on its
+    /// own `vm_id` out of `groups` (0: no filters).
+    pub fn with_groups(lanes: usize, groups: usize) -> Arc<Shared> {
         Arc::new(Shared {
             start: Instant::now(),
             ready: AtomicUsize::new(0),
@@ -151,17 +153,8 @@ impl Shared {
                 .map(|_| Mutex::new(new_histogram()))
                 .collect(),
             lanes,
-            groups: 0,
+            groups,
         })
-    }
-
-    /// As [`Shared::new`], with each subscriber filtering on its own `vm_id` out of `groups`.
-    pub fn with_groups(lanes: usize, groups: usize) -> Arc<Shared> {
-        let mut shared = Shared::new(lanes);
-        if let Some(s) = Arc::get_mut(&mut shared) {
-            s.groups = groups;
-        }
-        shared
     }
 
     pub fn now_ns(&self) -> u64 {

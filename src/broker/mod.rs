@@ -64,22 +64,22 @@ pub enum PublishError {
 
 /// A hold on one of a client IP's connection slots across the cluster ([`Broker::lease_ip`]),
 /// released when dropped. On a single node it holds nothing: admission alone counts.
-pub struct IpLease(Option<Box<dyn Send + Sync>>);
+pub struct IpLease {
+    /// Held only for its `Drop`.
+    _guard: Option<Box<dyn Send + Sync>>,
+}
 
 impl IpLease {
     /// Nothing to hold: no other node can admit the IP.
     pub fn local() -> Self {
-        Self(None)
+        Self { _guard: None }
     }
 
     /// Holds `guard`, whose `Drop` frees the slot.
     pub fn held(guard: Box<dyn Send + Sync>) -> Self {
-        Self(Some(guard))
-    }
-
-    /// Whether a shared store holds the slot.
-    pub fn is_held(&self) -> bool {
-        self.0.is_some()
+        Self {
+            _guard: Some(guard),
+        }
     }
 }
 
@@ -95,21 +95,21 @@ pub enum LeaseError {
 }
 
 /// A client registered across the cluster ([`Broker::announce`]); unregistered when dropped.
-pub struct Announced(Option<Box<dyn Send + Sync>>);
+pub struct Announced {
+    /// Held only for its `Drop`.
+    _guard: Option<Box<dyn Send + Sync>>,
+}
 
 impl Announced {
     /// Nothing registered: on a single node the registry is this node's own.
     pub fn none() -> Self {
-        Self(None)
+        Self { _guard: None }
     }
 
     pub fn held(guard: Box<dyn Send + Sync>) -> Self {
-        Self(Some(guard))
-    }
-
-    /// Whether a shared registry holds the client.
-    pub fn is_held(&self) -> bool {
-        self.0.is_some()
+        Self {
+            _guard: Some(guard),
+        }
     }
 }
 

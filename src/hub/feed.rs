@@ -52,10 +52,6 @@ impl FeedFilter {
         }
     }
 
-    pub fn filter(&self) -> &Filter {
-        &self.filter
-    }
-
     fn passes(&self, delivery: &Delivery) -> bool {
         match &delivery.view {
             Some(view) => view
@@ -89,11 +85,6 @@ impl Feed {
     /// `None` lets every event through.
     pub fn set_filter(&mut self, filter: Option<FeedFilter>) {
         self.filter = filter.map(Box::new);
-    }
-
-    /// The filter in force, if any.
-    pub fn filter(&self) -> Option<&Filter> {
-        self.filter.as_deref().map(FeedFilter::filter)
     }
 
     /// Replays seqs `after + 1 ..= until` from the log, then reads `receiver`, which was opened

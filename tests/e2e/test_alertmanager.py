@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import websockets.sync.client
 
-from conftest import free_port, parse_frame, poll_until, running_hub
+from conftest import _stop_process, free_port, parse_frame, poll_until, running_hub
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
@@ -74,12 +74,7 @@ def alertmanager(tmp_path: Path, name: str, hub_url: str, token: str):
         poll_until(lambda: _ready(base), 30, f"{name} /-/ready")
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        _stop_process(proc)
         log.close()
 
 
