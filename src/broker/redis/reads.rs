@@ -25,6 +25,16 @@ impl Inner {
                 break local;
             }
         };
+        // A client that resumes nothing starts where this node's delivery is, once the node
+        // follows the channel live: no Redis call under the lock, so a reconnect storm's
+        // handshakes do not queue behind one another's round trips.
+        if after.is_none() && local.epoch != 0 && self.is_subscribed(channel) {
+            return Attached {
+                receiver: self.fanout.subscribe(channel),
+                last_seq: local.delivered,
+                kept: Ok(()),
+            };
+        }
         let view = self.fill(channel, &mut local, u64::MAX).await;
         let delivered = local.delivered;
         let kept = match (after, view) {
