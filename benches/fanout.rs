@@ -18,8 +18,12 @@
 
 #[path = "fanout/baseline.rs"]
 mod baseline;
+#[path = "fanout/deploy.rs"]
+mod deploy;
 #[path = "fanout/load.rs"]
 mod load;
+#[path = "fanout/redis.rs"]
+mod redis;
 #[path = "fanout/target.rs"]
 mod target;
 
@@ -38,8 +42,10 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use deploy::{Deployment, Setup, Under};
 use load::{ClosedLoop, OpenLoop, Shared, Verdict};
-use target::{Endpoints, Kind, Server};
+use redis::{Redis, RedisCounters};
+use target::Kind;
 
 const SCENARIOS: &[&str] = &[
     "latency",
@@ -50,6 +56,10 @@ const SCENARIOS: &[&str] = &[
     "memory",
     "handshakes",
     "filter-1k",
+    "cluster-fanout",
+    "cluster-events",
+    "cluster-batch",
+    "cluster-memory",
 ];
 
 #[derive(Parser, Debug)]
@@ -58,7 +68,8 @@ const SCENARIOS: &[&str] = &[
     about = "Fan-out benchmark of events-hub against the machine's own limit (the baseline)",
     after_help = "Scenarios: latency, latency-batch, sustained, throughput-1k, throughput-10k, \
                   memory, handshakes, filter-1k (each subscriber filters on its own vm_id; hub only), \
-                  all (the default). Options override the chosen scenarios' \
+                  cluster-fanout, cluster-events, cluster-batch, cluster-memory (the hub alone, then 1 and 3 \
+                  nodes on one redis-server), all (the default). Options override the chosen scenarios' \
                   parameters."
 )]
 struct Args {
@@ -139,6 +150,9 @@ struct Scenario {
     /// Server-side filters: each subscriber filters on its own `vm_id` out of this many
     /// (0: no filters). The baseline server has none, so such a scenario measures the hub only.
     groups: usize,
+    /// Measured against the hub alone and against clusters of 1 and 3 nodes on one Redis,
+    /// each node with its share of the subscribers and publisher lanes (issue 14).
+    cluster: bool,
 }
 
 impl Scenario {
@@ -248,6 +262,13 @@ fn scenario(name: &str, args: &Args) -> Option<Scenario> {
         "smoke-single" => (200, open(200.0, 1, 2.0)),
         "smoke-batch" => (200, closed(1.0, 200)),
         "smoke-filter" => (200, open(200.0, 1, 2.0)),
+        // Issue 14: the same fan-out through a cluster; what one event costs Redis, single and
+        // batched.
+        "cluster-fanout" => (999, open(200.0, 1, 15.0)),
+        "cluster-events" => (30, open(2_000.0, 1, 10.0)),
+        "cluster-batch" => (30, open(200.0, 20, 10.0)),
+        "cluster-memory" => (15_000, Load::Idle),
+        "smoke-cluster" => (201, open(200.0, 1, 2.0)),
         _ => return None,
     };
     let mut s = Scenario {
@@ -261,6 +282,7 @@ fn scenario(name: &str, args: &Args) -> Option<Scenario> {
             "smoke-filter" => 20,
             _ => 0,
         },
+        cluster: name.contains("cluster"),
     };
     if let Load::Handshakes { total, concurrency } = &mut s.load {
         *total = args.handshakes.unwrap_or(*total);
@@ -335,11 +357,13 @@ fn mint_tokens(secret: &str) -> Tokens {
     }
 }
 
-/// CPU used by the server, by this generator and by everything else on the machine between two
-/// points, in % of one core (the machine has 200 %).
+/// CPU used by the servers, by Redis (cluster runs), by this generator and by everything else
+/// on the machine between two points, in % of one core (the machine has 200 %).
 struct CpuMeter {
-    server_pid: u32,
+    server_pids: Vec<u32>,
+    redis_pid: Option<u32>,
     server0: u64,
+    redis0: u64,
     self0: u64,
     machine0: (u64, u64),
     wall0: Instant,
@@ -349,14 +373,23 @@ struct CpuMeter {
 #[derive(Debug, Clone, Copy, Default)]
 struct CpuUse {
     server_secs: f64,
+    redis_secs: f64,
     generator_secs: f64,
 }
 
+fn pid_ticks(pid: u32) -> u64 {
+    target::cpu_ticks(&format!("/proc/{pid}/stat")).unwrap_or(0)
+}
+
 impl CpuMeter {
-    fn start(server_pid: u32) -> CpuMeter {
+    fn start(under: &Under) -> CpuMeter {
+        let server_pids = under.server_pids.clone();
+        let redis_pid = under.redis.map(Redis::pid);
         CpuMeter {
-            server_pid,
-            server0: target::cpu_ticks(&format!("/proc/{server_pid}/stat")).unwrap_or(0),
+            server0: server_pids.iter().map(|&p| pid_ticks(p)).sum(),
+            redis0: redis_pid.map_or(0, pid_ticks),
+            server_pids,
+            redis_pid,
             self0: target::cpu_ticks("/proc/self/stat").unwrap_or(0),
             machine0: target::machine_ticks().unwrap_or((0, 0)),
             wall0: Instant::now(),
@@ -366,9 +399,16 @@ impl CpuMeter {
     fn stop(&self, r: &mut RunResult) -> CpuUse {
         let wall = self.wall0.elapsed().as_secs_f64().max(1e-6);
         let hz = target::ticks_per_sec();
-        let server = target::cpu_ticks(&format!("/proc/{}/stat", self.server_pid))
-            .unwrap_or(0)
+        let server = self
+            .server_pids
+            .iter()
+            .map(|&p| pid_ticks(p))
+            .sum::<u64>()
             .saturating_sub(self.server0);
+        let redis = self
+            .redis_pid
+            .map_or(0, pid_ticks)
+            .saturating_sub(self.redis0);
         let me = target::cpu_ticks("/proc/self/stat")
             .unwrap_or(0)
             .saturating_sub(self.self0);
@@ -377,8 +417,11 @@ impl CpuMeter {
         let steal = steal1.saturating_sub(self.machine0.1);
         let pct = |ticks: u64| 100.0 * ticks as f64 / hz / wall;
         r.put("server CPU (% of 1 core)", pct(server));
+        if self.redis_pid.is_some() {
+            r.put("Redis CPU (% of 1 core)", pct(redis));
+        }
         r.put("generator CPU (% of 1 core)", pct(me));
-        let others = pct(busy.saturating_sub(server + me));
+        let others = pct(busy.saturating_sub(server + redis + me));
         r.put("other processes CPU (% of 1 core)", others);
         if others > 20.0 {
             r.notes.push(format!(
@@ -390,8 +433,34 @@ impl CpuMeter {
         }
         CpuUse {
             server_secs: server as f64 / hz,
+            redis_secs: redis as f64 / hz,
             generator_secs: me as f64 / hz,
         }
+    }
+}
+
+/// Redis's cost per published event: CPU, bytes in (publish scripts, reads) and out (pub/sub
+/// messages to every node, replies), commands; and its memory after the run.
+fn put_redis_costs(
+    r: &mut RunResult,
+    redis: &Redis,
+    counters: Option<(RedisCounters, RedisCounters)>,
+    used: CpuUse,
+    events: u64,
+) {
+    let per_event = |v: f64| v / events.max(1) as f64;
+    r.put(
+        "Redis CPU µs per published event",
+        per_event(used.redis_secs * 1e6),
+    );
+    if let Some((before, after)) = counters {
+        let diff = |f: fn(&RedisCounters) -> u64| f(&after).saturating_sub(f(&before)) as f64;
+        r.put("Redis bytes in per event", per_event(diff(|c| c.net_in)));
+        r.put("Redis bytes out per event", per_event(diff(|c| c.net_out)));
+        r.put("Redis commands per event", per_event(diff(|c| c.commands)));
+    }
+    if let Some(bytes) = redis.used_memory() {
+        r.put("Redis used memory after (MiB)", bytes as f64 / 1_048_576.0);
     }
 }
 
@@ -406,17 +475,17 @@ fn put_latency(r: &mut RunResult, h: &Histogram<u64>) {
 }
 
 /// Runs the load of `sc` against a started server.
-async fn run_load(
-    sc: &Scenario,
-    endpoints: Endpoints,
-    server_pid: u32,
-    tokens: &Tokens,
-) -> RunResult {
+async fn run_load(sc: &Scenario, under: &Under<'_>, tokens: &Tokens) -> RunResult {
     let mut r = RunResult::default();
     if let Load::Handshakes { total, concurrency } = sc.load {
-        let cpu = CpuMeter::start(server_pid);
-        let h = load::hammer_handshakes(endpoints, Arc::clone(&tokens.reader), total, concurrency)
-            .await;
+        let cpu = CpuMeter::start(under);
+        let h = load::hammer_handshakes(
+            under.nodes[0],
+            Arc::clone(&tokens.reader),
+            total,
+            concurrency,
+        )
+        .await;
         let used = cpu.stop(&mut r);
         r.put("handshakes/s", h.ok as f64 / h.secs.max(1e-6));
         r.put(
@@ -444,13 +513,14 @@ async fn run_load(
     let shared = Shared::with_groups(lanes, sc.groups);
     let stop = CancellationToken::new();
     let permits = Arc::new(Semaphore::new(sc.connectors.max(1)));
-    let rss_before = target::rss_kib(server_pid).unwrap_or(0);
+    let rss_before = under.rss_kib();
+    let redis_memory_before = under.redis.and_then(Redis::used_memory);
     let connect_started = Instant::now();
     let handles: Vec<_> = (0..sc.subscribers)
         .map(|i| {
             tokio::spawn(load::subscriber(
                 i,
-                endpoints,
+                under.nodes[i % under.nodes.len()],
                 Arc::clone(&tokens.reader),
                 Arc::clone(&shared),
                 Arc::clone(&permits),
@@ -478,28 +548,37 @@ async fn run_load(
     match sc.load {
         Load::Idle => {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let rss_after = target::rss_kib(server_pid).unwrap_or(0);
+            let rss_after = under.rss_kib();
             r.put("server RSS before (MiB)", rss_before as f64 / 1024.0);
             r.put("server RSS with sockets (MiB)", rss_after as f64 / 1024.0);
             r.put(
                 "RSS per connection (KiB)",
                 rss_after.saturating_sub(rss_before) as f64 / ready.max(1) as f64,
             );
+            if let Some((before, after)) =
+                redis_memory_before.zip(under.redis.and_then(Redis::used_memory))
+            {
+                r.put(
+                    "Redis memory per connection (bytes)",
+                    after.saturating_sub(before) as f64 / ready.max(1) as f64,
+                );
+            }
             published.per_lane = vec![0; lanes];
         }
         Load::Open(_) | Load::Closed(_) => {
-            let cpu = CpuMeter::start(server_pid);
+            let cpu = CpuMeter::start(under);
+            let redis0 = under.redis.and_then(Redis::counters);
             let publisher = match sc.load {
                 Load::Open(plan) => load::publish_open_loop(
                     plan,
-                    endpoints,
+                    under.nodes.clone(),
                     tokens.publisher.clone(),
                     ready,
                     Arc::clone(&shared),
                 ),
                 Load::Closed(plan) => load::publish_closed_loop(
                     plan,
-                    endpoints,
+                    under.nodes.clone(),
                     tokens.publisher.clone(),
                     ready,
                     Arc::clone(&shared),
@@ -535,7 +614,8 @@ async fn run_load(
             }
             let end_ns = shared.now_ns();
             let used = cpu.stop(&mut r);
-            let rss_after = target::rss_kib(server_pid).unwrap_or(0);
+            let redis1 = under.redis.and_then(Redis::counters);
+            let rss_after = under.rss_kib();
             r.put(
                 "RSS per subscriber, loaded (KiB)",
                 rss_after.saturating_sub(rss_before) as f64 / ready.max(1) as f64,
@@ -549,6 +629,13 @@ async fn run_load(
                 "server CPU µs per published event",
                 used.server_secs * 1e6 / published.events().max(1) as f64,
             );
+            if let Some(redis) = under.redis {
+                put_redis_costs(&mut r, redis, redis0.zip(redis1), used, published.events());
+                r.put(
+                    "servers + Redis CPU ns per delivery",
+                    (used.server_secs + used.redis_secs) * 1e9 / delivered.max(1) as f64,
+                );
+            }
             r.put(
                 "generator CPU ns per delivery",
                 used.generator_secs * 1e9 / delivered.max(1) as f64,
@@ -681,30 +768,86 @@ fn lookup(m: &[(&'static str, f64)], name: &str) -> Option<f64> {
     m.iter().find(|(n, _)| *n == name).map(|x| x.1)
 }
 
-fn print_table(sc: &Scenario, results: &BTreeMap<&'static str, Vec<RunResult>>, runs: usize) {
-    let hub = medians(results.get("hub").map(Vec::as_slice).unwrap_or(&[]));
-    let base = medians(results.get("baseline").map(Vec::as_slice).unwrap_or(&[]));
+/// One column per setup (in `order`), then each other column's ratio to `reference`.
+fn print_table(
+    sc: &Scenario,
+    results: &BTreeMap<&'static str, Vec<RunResult>>,
+    order: &[&'static str],
+    reference: &'static str,
+    runs: usize,
+) {
+    let columns: Vec<(&str, Vec<(&'static str, f64)>)> = order
+        .iter()
+        .map(|&name| {
+            (
+                name,
+                medians(results.get(name).map(Vec::as_slice).unwrap_or(&[])),
+            )
+        })
+        .collect();
+    let base = columns
+        .iter()
+        .find(|c| c.0 == reference)
+        .map(|c| c.1.clone())
+        .unwrap_or_default();
+    let others: Vec<&str> = order.iter().copied().filter(|&n| n != reference).collect();
     println!();
     println!("== {}: {}", sc.name, sc.title());
     println!("   medians of {runs} run(s) per server");
-    println!(
-        "   {:<36} {:>14} {:>14} {:>13}",
-        "metric", "hub", "baseline", "hub/baseline"
-    );
-    let names: Vec<&'static str> = if hub.is_empty() {
-        base.iter().map(|m| m.0).collect()
-    } else {
-        hub.iter().map(|m| m.0).collect()
+    let mut header = format!("   {:<36}", "metric");
+    for (name, _) in &columns {
+        header += &format!(" {name:>14}");
+    }
+    for name in &others {
+        header += &format!(" {:>13}", format!("{name}/{reference}"));
+    }
+    println!("{header}");
+    // Every metric any column has, in the order of the column that has most.
+    let mut by_size: Vec<&Vec<(&'static str, f64)>> = columns.iter().map(|c| &c.1).collect();
+    by_size.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    let mut names: Vec<&'static str> = Vec::new();
+    for (name, _) in by_size.into_iter().flatten() {
+        if !names.contains(name) {
+            names.push(name);
+        }
+    }
+    for metric in names {
+        let mut line = format!("   {metric:<36}");
+        for (_, m) in &columns {
+            line += &format!(" {:>14}", fmt(lookup(m, metric).unwrap_or(f64::NAN)));
+        }
+        let b = lookup(&base, metric).unwrap_or(f64::NAN);
+        for name in &others {
+            let m = &columns.iter().find(|c| c.0 == *name).map(|c| &c.1);
+            let v = m.and_then(|m| lookup(m, metric)).unwrap_or(f64::NAN);
+            let ratio = if v.is_nan() || b.is_nan() || b == 0.0 {
+                "-".to_owned()
+            } else {
+                format!("{:.2}", v / b)
+            };
+            line += &format!(" {ratio:>13}");
+        }
+        println!("{line}");
+    }
+    print_targets(sc, &columns);
+}
+
+fn print_targets(sc: &Scenario, columns: &[(&str, Vec<(&'static str, f64)>)]) {
+    let column = |name: &str| {
+        columns
+            .iter()
+            .find(|c| c.0 == name)
+            .map(|c| c.1.clone())
+            .unwrap_or_default()
     };
-    for name in names {
-        let h = lookup(&hub, name).unwrap_or(f64::NAN);
-        let b = lookup(&base, name).unwrap_or(f64::NAN);
-        let ratio = if h.is_nan() || b.is_nan() || b == 0.0 {
-            "-".to_owned()
-        } else {
-            format!("{:.2}", h / b)
-        };
-        println!("   {name:<36} {:>14} {:>14} {ratio:>13}", fmt(h), fmt(b));
+    if sc.cluster {
+        for (name, m) in columns.iter().filter(|c| !c.1.is_empty()) {
+            let clean = ["lost", "reordered", "duplicated"]
+                .iter()
+                .all(|n| lookup(m, n) == Some(0.0));
+            println!("   target: zero loss ({name}): {}", verdict(clean));
+        }
+        return;
     }
     // The issue sets its latency targets for single events; batches are shown against them
     // for information only.
@@ -713,7 +856,7 @@ fn print_table(sc: &Scenario, results: &BTreeMap<&'static str, Vec<RunResult>>, 
     } else {
         "target"
     };
-    for line in targets(sc, &hub, &base) {
+    for line in targets(sc, &column("hub"), &column("baseline")) {
         println!("   {label}: {line}");
     }
 }
@@ -851,6 +994,94 @@ fn wait_for_quiet(max_secs: f64) -> f64 {
     }
 }
 
+/// The columns of a scenario: the cluster scenarios compare the hub alone with 1 and 3 nodes
+/// (the smoke run: 3 nodes only); the others the chosen servers (a filtered scenario: the hub
+/// only, as the baseline has no filters and would send every subscriber everything).
+fn setups_for(sc: &Scenario, kinds: &[Kind], smoke: bool) -> Vec<Setup> {
+    if sc.cluster && smoke {
+        return vec![Setup::Cluster(3)];
+    }
+    if sc.cluster {
+        return vec![
+            Setup::Single(Kind::Hub),
+            Setup::Cluster(1),
+            Setup::Cluster(3),
+        ];
+    }
+    kinds
+        .iter()
+        .filter(|k| sc.groups == 0 || **k == Kind::Hub)
+        .map(|&k| Setup::Single(k))
+        .collect()
+}
+
+/// One run: start the setup, run the load, stop it, and say how it ended. Servers are started
+/// and stopped from this (main) thread: the kernel kills them if it ends (PR_SET_PDEATHSIG).
+fn measure(
+    setup: Setup,
+    sc: &Scenario,
+    args: &Args,
+    secret: &str,
+    tokens: &Tokens,
+    runtime: &tokio::runtime::Runtime,
+    label: &str,
+) -> RunResult {
+    let what = match setup {
+        Setup::Single(kind) => kind.name().to_owned(),
+        Setup::Cluster(_) => format!("hub node of {}", setup.name()),
+    };
+    let mut deployment = match Deployment::start(setup, secret, &sc.env, &args.log_dir, label) {
+        Ok(d) => d,
+        Err(e) => {
+            return RunResult {
+                failures: vec![e],
+                ..RunResult::default()
+            };
+        }
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let mut result = runtime.block_on(async {
+        match deployment.under().ready().await {
+            Ok(()) => run_load(sc, &deployment.under(), tokens).await,
+            Err(e) => RunResult {
+                failures: vec![e],
+                ..RunResult::default()
+            },
+        }
+    });
+    // Let the generator's sockets close before the servers are stopped.
+    std::thread::sleep(Duration::from_millis(200));
+    if !deployment.alive() {
+        result
+            .failures
+            .push(format!("the {what} died during the run"));
+    }
+    let (failures, notes) = deployment.stop(&what, &args.log_dir, label);
+    result.failures.extend(failures);
+    result.notes.extend(notes);
+    result
+}
+
+fn print_run(run: usize, key: &str, result: &RunResult) {
+    let line: Vec<String> = result
+        .metrics
+        .iter()
+        .map(|(n, v)| format!("{n}={}", fmt(*v)))
+        .collect();
+    let status = if result.failures.is_empty() {
+        "ok"
+    } else {
+        "FAILED"
+    };
+    println!("   run {run} {key:<8} {status}: {}", line.join(", "));
+    for f in &result.failures {
+        println!("      failure: {f}");
+    }
+    for n in &result.notes {
+        println!("      note: {n}");
+    }
+}
+
 fn main() -> ExitCode {
     // reqwest's TLS has no crypto provider of its own (Cargo.toml): the process default, ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -865,6 +1096,7 @@ fn main() -> ExitCode {
             "smoke-single".into(),
             "smoke-batch".into(),
             "smoke-filter".into(),
+            "smoke-cluster".into(),
         ]
     } else if args.scenarios.is_empty() || args.scenarios.iter().any(|s| s == "all") {
         SCENARIOS.iter().map(|s| (*s).to_owned()).collect()
@@ -932,100 +1164,26 @@ fn main() -> ExitCode {
     for sc in &scenarios {
         println!();
         println!("-- {}: {}", sc.name, sc.title());
+        let setups = setups_for(sc, &kinds, args.smoke);
         let mut results: BTreeMap<&'static str, Vec<RunResult>> = BTreeMap::new();
         for run in 1..=runs {
-            for &kind in &kinds {
-                if sc.groups > 0 && kind.name() == "baseline" {
-                    // The baseline has no filters: it would send every subscriber everything.
-                    continue;
-                }
+            for &setup in &setups {
                 for attempt in 0..=retries {
-                    let label = format!("{}-{}-run{run}-{attempt}", sc.name, kind.name());
+                    let key = setup.name();
+                    let label = format!("{}-{}-run{run}-{attempt}", sc.name, key.replace(' ', "-"));
                     let background = if args.smoke || args.quiet_wait <= 0.0 {
                         0.0
                     } else {
                         wait_for_quiet(args.quiet_wait)
                     };
-                    // Servers are started and stopped from this (main) thread: the kernel kills
-                    // them if it ends (PR_SET_PDEATHSIG).
-                    let result = match Server::start(kind, &secret, &sc.env, &args.log_dir, &label)
-                    {
-                        Err(e) => RunResult {
-                            failures: vec![e],
-                            ..RunResult::default()
-                        },
-                        Ok(mut server) => {
-                            std::thread::sleep(Duration::from_millis(200));
-                            let mut result = runtime.block_on(run_load(
-                                sc,
-                                server.endpoints,
-                                server.pid(),
-                                &tokens,
-                            ));
-                            // Let the generator's sockets close before the server is stopped.
-                            std::thread::sleep(Duration::from_millis(200));
-                            if !server.alive() {
-                                result
-                                    .failures
-                                    .push(format!("the {} died during the run", kind.name()));
-                            }
-                            let stopped = server.stop(Duration::from_secs(20));
-                            match stopped.status {
-                                Some(s) if s.success() => {}
-                                Some(s) => result
-                                    .failures
-                                    .push(format!("the {} exited with {s}", kind.name())),
-                                None => result.failures.push(format!(
-                                    "the {} did not exit within 20 s of SIGTERM",
-                                    kind.name()
-                                )),
-                            }
-                            if stopped.stop_secs > 5.0 {
-                                result
-                                    .notes
-                                    .push(format!("stopping took {:.1} s", stopped.stop_secs));
-                            }
-                            for line in stopped.stderr.iter().take(5) {
-                                result.notes.push(format!("stderr: {line}"));
-                            }
-                            if stopped.stderr.len() > 5 {
-                                result.notes.push(format!(
-                                    "stderr: … {} more lines in {}/{label}.stderr",
-                                    stopped.stderr.len() - 5,
-                                    args.log_dir.display()
-                                ));
-                            }
-                            result
-                        }
-                    };
-                    let mut result = result;
+                    let mut result = measure(setup, sc, &args, &secret, &tokens, &runtime, &label);
                     if background >= 15.0 {
                         result.notes.push(format!(
                             "the machine was not quiet before this run ({background:.0} % of a core busy after waiting {} s)",
                             args.quiet_wait
                         ));
                     }
-                    let key = kind.name();
-                    let line: Vec<String> = result
-                        .metrics
-                        .iter()
-                        .map(|(n, v)| format!("{n}={}", fmt(*v)))
-                        .collect();
-                    println!(
-                        "   run {run} {key:<8} {}: {}",
-                        if result.failures.is_empty() {
-                            "ok"
-                        } else {
-                            "FAILED"
-                        },
-                        line.join(", ")
-                    );
-                    for f in &result.failures {
-                        println!("      failure: {f}");
-                    }
-                    for n in &result.notes {
-                        println!("      note: {n}");
-                    }
+                    print_run(run, key, &result);
                     let disturbed = background >= 15.0
                         || result
                             .get("other processes CPU (% of 1 core)")
@@ -1042,7 +1200,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        print_table(sc, &results, runs);
+        let order: Vec<&'static str> = setups.iter().map(|s| s.name()).collect();
+        let reference = if sc.cluster { "hub" } else { "baseline" };
+        print_table(sc, &results, &order, reference, runs);
     }
 
     println!();

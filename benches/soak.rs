@@ -160,8 +160,13 @@ async fn soak(args: &Args, server: &target::Server, reader: Arc<str>, publisher:
         lanes: 1,
     };
     let started = Instant::now();
-    let publishing =
-        load::publish_open_loop(plan, endpoints, publisher, args.steady, shared.clone());
+    let publishing = load::publish_open_loop(
+        plan,
+        vec![endpoints],
+        publisher,
+        args.steady,
+        shared.clone(),
+    );
 
     let churn = Arc::new(Churn::default());
     let churners: Vec<_> = (0..args.churners)

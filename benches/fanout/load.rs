@@ -422,7 +422,27 @@ pub struct Lane {
     pub groups: usize,
 }
 
+/// How many of `total` subscribers node `k` of `n` holds: subscriber `i` connects to node
+/// `i % n`.
+pub fn share(total: usize, n: usize, k: usize) -> usize {
+    total / n.max(1) + usize::from(k < total % n.max(1))
+}
+
 impl Lane {
+    /// Lane `index` publishes through node `index % nodes.len()`, whose reply counts the
+    /// recipients on that node only (docs/cluster.md).
+    fn on_node(
+        index: usize,
+        nodes: &[Endpoints],
+        token: &str,
+        batch: usize,
+        subscribers: usize,
+    ) -> Lane {
+        let node = index % nodes.len();
+        let local = share(subscribers, nodes.len(), node);
+        Lane::new(index, &nodes[node], token, batch, local)
+    }
+
     pub fn new(
         index: usize,
         endpoints: &Endpoints,
@@ -576,7 +596,7 @@ pub struct OpenLoop {
 /// its scheduled time, not its send time.
 pub fn publish_open_loop(
     plan: OpenLoop,
-    endpoints: Endpoints,
+    nodes: Vec<Endpoints>,
     token: String,
     subscribers: usize,
     shared: Arc<Shared>,
@@ -613,7 +633,7 @@ pub fn publish_open_loop(
                         let mut tasks = Vec::new();
                         for (index, mut rx) in receivers.into_iter().enumerate() {
                             let mut lane =
-                                Lane::new(index, &endpoints, &token, plan.batch, subscribers);
+                                Lane::on_node(index, &nodes, &token, plan.batch, subscribers);
                             lane.groups = groups;
                             let loads = Arc::clone(&loads);
                             tasks.push(tokio::spawn(async move {
@@ -742,7 +762,7 @@ pub struct ClosedLoop {
 
 pub fn publish_closed_loop(
     plan: ClosedLoop,
-    endpoints: Endpoints,
+    nodes: Vec<Endpoints>,
     token: String,
     subscribers: usize,
     shared: Arc<Shared>,
@@ -761,7 +781,7 @@ pub fn publish_closed_loop(
                 let issued = Arc::new(AtomicU64::new(0));
                 let mut tasks = Vec::new();
                 for index in 0..plan.lanes {
-                    let mut lane = Lane::new(index, &endpoints, &token, plan.batch, subscribers);
+                    let mut lane = Lane::on_node(index, &nodes, &token, plan.batch, subscribers);
                     lane.groups = shared.groups;
                     let shared = Arc::clone(&shared);
                     let issued = Arc::clone(&issued);
