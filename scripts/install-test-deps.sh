@@ -9,7 +9,8 @@
 # CloudEvents SDK `cloudevents` (tests/e2e/test_cloudevents.py), the npm
 # package @asyncapi/specs (the AsyncAPI 3.0 JSON Schema, for the same test), and
 # Node's `ws` into tests/e2e/node_modules (the docs' Node snippet), and
-# Debian's redis-server (the cluster tests, tests/integration/cluster.rs).
+# Debian's redis-server (the cluster tests, tests/integration/cluster.rs) and
+# haproxy (the cluster's front, tests/e2e/test_cluster_front.py).
 #
 # Not installed: promtool. Debian ships it only inside the `prometheus` package,
 # about 320 MB installed with its dependencies (libjs-moment-timezone alone is
@@ -70,6 +71,10 @@ ensure_deb openssl openssl
 
 # --- redis-server (tests/integration/cluster.rs starts its own, --save "" on a free port) ---
 ensure_deb redis-server redis-server
+
+# --- haproxy (tests/e2e/test_cluster_front.py runs its own front on a loopback port) ---
+# Debian's package; its service is not used (the test starts `haproxy -db` itself).
+ensure_deb haproxy haproxy
 
 # --- C++ compiler (libzmq is built from source by the zmq crate) ---------------
 if command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1; then

@@ -522,72 +522,250 @@ async fn one_connection_per_ip_holds_across_nodes_and_is_freed_on_close() {
     assert!(refused.iter().all(|&s| s == 409), "{refused:?}");
 }
 
+/// The built binary as a cluster node on `redis`, named `node_id`, with leases (and registry
+/// entries) of `lease_ttl_secs`; killed on drop. For what an in-process node cannot do: die
+/// (SIGKILL) or stop answering (SIGSTOP).
+struct BinaryNode {
+    process: crate::binary::Running,
+    addr: std::net::SocketAddr,
+}
+
+impl BinaryNode {
+    async fn start(redis: &Redis, node_id: &str, lease_ttl_secs: u64) -> Self {
+        use std::io::BufRead;
+        let mut command = crate::binary::hub_command();
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .env("EVENTS_HUB__AUTH__JWT_SECRET", SECRET)
+            .env("EVENTS_HUB__CLUSTER__REDIS_URL", redis.url())
+            .env("EVENTS_HUB__CLUSTER__NODE_ID", node_id)
+            .env(
+                "EVENTS_HUB__CLUSTER__LEASE_TTL_SECS",
+                lease_ttl_secs.to_string(),
+            )
+            .stderr(Stdio::null());
+        let mut child = command.spawn().expect("spawn events-hub");
+        let stdout = child.stdout.take().expect("stdout");
+        let process = crate::binary::Running(child);
+        let banner = std::io::BufReader::new(stdout)
+            .lines()
+            .next()
+            .expect("a banner line")
+            .expect("utf-8");
+        let addr = crate::binary::banner_address(&banner)
+            .parse()
+            .expect("address");
+        let node = Self { process, addr };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while node.readyz().await != Some(200) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the binary node never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        node
+    }
+
+    async fn readyz(&self) -> Option<u16> {
+        let url = format!("http://{}/readyz", self.addr);
+        let response = http_client().get(url).send().await.ok()?;
+        Some(response.status().as_u16())
+    }
+
+    /// A handshake from `source` as alice (a reader), with the welcome frame read.
+    async fn subscribe(&self, source: std::net::IpAddr, event_types: &str) -> (Ws, Value) {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!(
+            "ws://{}/v1/ws/subscribe?event_types={event_types}",
+            self.addr
+        );
+        let mut request = url.into_client_request().expect("request");
+        let auth = format!(
+            "Bearer {}",
+            mint("alice", &[events_hub::config::READ_ONLY], &[], 3600)
+        );
+        request
+            .headers_mut()
+            .insert("authorization", auth.parse().expect("header"));
+        let stream = tcp_from(source, self.addr).await;
+        let plain = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+        let (mut ws, _) = tokio_tungstenite::client_async(request, plain)
+            .await
+            .expect("the binary node admits");
+        let welcome = next_json(&mut ws).await;
+        (ws, welcome)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.process.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    fn kill(&mut self) {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+    }
+}
+
+/// `max_connections_per_ip = 2` on every node: of three simultaneous handshakes from one IP on
+/// three nodes exactly two get through; closing one lets a new one in on another node, and
+/// only one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_per_ip_hold_across_nodes_and_a_closed_one_frees_a_slot() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let two = std::num::NonZero::new(2).expect("positive");
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let url = redis.url();
+        let hub = TestHub::start_with(|s| {
+            s.cluster.redis_url = Some(url);
+            s.admission.max_connections_per_ip = two;
+        })
+        .await;
+        wait_ready(&hub).await;
+        nodes.push(hub);
+    }
+    let source = ip(9);
+    let attempts = nodes.iter().map(|hub| try_subscribe(hub, source));
+    let mut admitted = Vec::new();
+    for (at, result) in futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        match result {
+            Ok(ws) => admitted.push((at, ws)),
+            Err((status, body)) => assert_eq!(
+                (status, body),
+                (409, busy_body(source)),
+                "refused on node {at}"
+            ),
+        }
+    }
+    assert_eq!(admitted.len(), 2, "exactly the limit is admitted");
+
+    let (closed_on, ws) = admitted.pop().expect("an admitted socket");
+    close(ws).await;
+    let elsewhere = &nodes[(closed_on + 1) % 3];
+    let _again = wait_admitted(elsewhere, source).await;
+    let (status, body) = try_subscribe(&nodes[closed_on], source)
+        .await
+        .expect_err("full again");
+    assert_eq!((status, body), (409, busy_body(source)));
+}
+
+/// The SPEC's 409 body for a busy IP.
+fn busy_body(source: std::net::IpAddr) -> Value {
+    json!({
+        "code": 409,
+        "error": "connection_limit",
+        "message": format!("IP address {source} already has an active WebSocket connection"),
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_nodes_ips_are_freed_when_their_leases_expire() {
-    use std::io::BufRead;
     let Some(redis) = Redis::start().await else {
         return;
     };
     let survivor = node(&redis).await;
-    let mut command = crate::binary::hub_command();
-    command
-        .args(["--listen", "127.0.0.1:0"])
-        .env("EVENTS_HUB__AUTH__JWT_SECRET", SECRET)
-        .env("EVENTS_HUB__CLUSTER__REDIS_URL", redis.url())
-        .env("EVENTS_HUB__CLUSTER__LEASE_TTL_SECS", "3")
-        .stderr(Stdio::null());
-    let mut child = command.spawn().expect("spawn events-hub");
-    let stdout = child.stdout.take().expect("stdout");
-    let banner = std::io::BufReader::new(stdout)
-        .lines()
-        .next()
-        .expect("a banner line")
-        .expect("utf-8");
-    let addr: std::net::SocketAddr = crate::binary::banner_address(&banner)
-        .parse()
-        .expect("address");
-    let mut dying = crate::binary::Running(child);
-
-    // The dead node's socket, made with the harness's client against the binary's address.
-    let path = "/v1/ws/subscribe?event_types=pdfm";
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let _held = loop {
-        let request = {
-            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-            let mut request = format!("ws://{addr}{path}")
-                .into_client_request()
-                .expect("request");
-            let auth = format!("Bearer {}", survivor.reader("alice"));
-            request
-                .headers_mut()
-                .insert("authorization", auth.parse().expect("header"));
-            request
-        };
-        let stream = tcp_from(ip(7), addr).await;
-        let plain = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-        match tokio_tungstenite::client_async(request, plain).await {
-            Ok((ws, _)) => break ws,
-            Err(_) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "the binary node never admitted"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let mut dying = BinaryNode::start(&redis, "dying", 3).await;
+    let _held = dying.subscribe(ip(7), "pdfm").await;
     let (status, _) = try_subscribe(&survivor, ip(7))
         .await
         .expect_err("held elsewhere");
     assert_eq!(status, 409);
 
-    let _ = dying.0.kill();
-    let _ = dying.0.wait();
+    dying.kill();
     let (status, _) = try_subscribe(&survivor, ip(7))
         .await
         .expect_err("still leased");
     assert_eq!(status, 409, "a dead node's lease lasts until it expires");
     wait_admitted(&survivor, ip(7)).await;
+}
+
+/// A client held by a node that stops answering (SIGSTOP: its Redis connections stay open, so
+/// the relay is sent, and its registry entry lives until the lease TTL): unsubscribe and a
+/// targeted publish through another node answer 503 after the 2 s relay timeout, not later;
+/// once it runs again, both work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_makes_relays_answer_503_after_the_timeout_then_recovers() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let other = node(&redis).await;
+    let paused = BinaryNode::start(&redis, "paused", 60).await;
+    let (mut ws, welcome) = paused.subscribe(ip(8), "pdfm,orchestrator,system").await;
+    let client = welcome["body"]["client_id"]
+        .as_str()
+        .expect("client id")
+        .to_owned();
+    // The relay works while the node runs.
+    let targeted = |channel: &str, message: &str| json!({"event_type": channel, "message": message, "client_id": client});
+    let (status, receipt) = other.publish(&targeted("pdfm", "before")).await;
+    assert_eq!(
+        (status, &receipt["recipients"]),
+        (202, &json!(1)),
+        "{receipt}"
+    );
+    assert_eq!(next_json(&mut ws).await["message"], "before");
+
+    paused.signal("-STOP");
+    let unavailable = json!({
+        "code": 503,
+        "error": "unavailable",
+        "message": "node paused did not answer within 2s; try again",
+    });
+    let started = std::time::Instant::now();
+    let body = json!({"client_id": client, "event_types": ["pdfm"]});
+    assert_eq!(
+        other.unsubscribe("alice", &body).await,
+        (503, unavailable.clone())
+    );
+    assert_relay_timed_out(started.elapsed());
+    let started = std::time::Instant::now();
+    assert_eq!(
+        other.publish(&targeted("pdfm", "paused")).await,
+        (503, unavailable)
+    );
+    assert_relay_timed_out(started.elapsed());
+    paused.signal("-CONT");
+
+    // 503 means "not confirmed": the stopped node carries out what it was sent once it runs
+    // again (pdfm unsubscribed, "paused" perhaps delivered), so what follows does not depend
+    // on it: orchestrator and system were never asked about.
+    let body = json!({"client_id": client, "event_types": ["orchestrator"]});
+    let (status, reply) = other.unsubscribe("alice", &body).await;
+    assert_eq!(
+        (status, &reply["unsubscribed"]),
+        (200, &json!(["orchestrator"])),
+        "{reply}"
+    );
+    let (status, receipt) = other.publish(&targeted("system", "after")).await;
+    assert_eq!(
+        (status, &receipt["recipients"]),
+        (202, &json!(1)),
+        "{receipt}"
+    );
+    let mut got = next_json(&mut ws).await;
+    if got["message"] == "paused" {
+        got = next_json(&mut ws).await;
+    }
+    assert_eq!(got["message"], "after", "{got}");
+}
+
+/// The relay waited for its 2 s acknowledgement, and not much longer.
+fn assert_relay_timed_out(elapsed: Duration) {
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(5),
+        "answered after {elapsed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
