@@ -888,3 +888,57 @@ async fn five_thousand_events_cross_nodes_in_order() {
         5000.0 / elapsed.as_secs_f64()
     );
 }
+
+/// A node on `redis` that renews (and reports its audience) every second.
+async fn quick_node(redis: &Redis) -> TestHub {
+    let url = redis.url();
+    let hub = TestHub::start_with(|s| {
+        s.cluster.redis_url = Some(url);
+        s.cluster.lease_ttl_secs = 3;
+    })
+    .await;
+    wait_ready(&hub).await;
+    hub
+}
+
+/// Publishes on `hub` until a broadcast's `recipients` is `want` (each in 1..=3 on the way).
+async fn wait_recipients(hub: &TestHub, want: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, receipt) = hub
+            .publish(&json!({"event_type": "pdfm", "message": "COUNT"}))
+            .await;
+        assert_eq!(status, 202, "{receipt}");
+        let n = receipt["recipients"].as_u64().unwrap_or(0);
+        assert!((1..=3).contains(&n), "{receipt}");
+        if n == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "recipients stayed {n}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipients_count_the_subscribers_of_every_node() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let nodes = [
+        quick_node(&redis).await,
+        quick_node(&redis).await,
+        quick_node(&redis).await,
+    ];
+    let mut sockets = Vec::new();
+    for (i, hub) in nodes.iter().enumerate() {
+        sockets.push(hub.subscribe(ip(40 + i as u32), "alice", "pdfm").await.0);
+    }
+    // The other nodes' counts arrive with their next renewal (a third of the lease TTL).
+    wait_recipients(&nodes[0], 3).await;
+    // A socket that leaves is no longer counted once its node reports again.
+    drop(sockets.pop());
+    wait_recipients(&nodes[0], 2).await;
+}

@@ -83,6 +83,7 @@ impl RedisBroker {
             published: names.iter().map(|_| AtomicU64::new(0)).collect(),
             subscribed: names.iter().map(|_| AtomicBool::new(false)).collect(),
             attaching: names.iter().map(|_| Default::default()).collect(),
+            elsewhere: names.iter().map(|_| Default::default()).collect(),
             control,
             channels,
             fanout,

@@ -9,6 +9,7 @@
 //! | `<p>:node:<node>` | pub/sub | the relay to one node: `"Q <id> <from> <kind> <body>"`, `"A <id> <body>"` |
 //! | `<p>:client:<id>` | string | `"<node>\n<owner>"` of a live client, expiring like a lease |
 //! | `<p>:ip:<ip>` | sorted set | connection (`<node>:<uuid>`) → lease expiry (ms, Redis clock) |
+//! | `<p>:audience` | hash | node → `"<expiry ms> <sockets per channel …>"`, for `recipients` |
 //!
 //! Numbering and history live in one hash and the streams beside it: a Redis that loses its data
 //! loses them together, and the next script makes a new epoch. Keys are not spread over hash

@@ -123,6 +123,7 @@ impl Inner {
             }
         }
         self.renew_registry(retake).await;
+        self.report_audience().await;
     }
 
     /// Sets every client of this node in the registry again (`retake`: also what Redis lost).

@@ -23,6 +23,7 @@
 //! | `reads` | attach, replay, history, since_time, last_event_id from the streams |
 //! | `lease` | one connection per client IP, cluster-wide: leases in Redis, renewed |
 //! | `relay` | the client registry and the command relay between nodes |
+//! | `audience` | each node's subscribers per channel, for a publish's `recipients` |
 //! | `catchup` | filling a channel's delivery from the stream, in seq order |
 //! | `interest` | following only the channels with local subscribers |
 //! | `delivery` | the pub/sub task: seq check, reconnect with catch-up, idle probe |
@@ -30,6 +31,8 @@
 
 pub mod config;
 
+#[cfg(feature = "cluster")]
+mod audience;
 #[cfg(feature = "cluster")]
 mod catchup;
 #[cfg(feature = "cluster")]

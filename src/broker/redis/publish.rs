@@ -110,7 +110,7 @@ impl Inner {
         }
         for ((prepared, event), seq) in run.into_iter().zip(seqs) {
             self.published[event.channel.index()].fetch_max(seq, Ordering::AcqRel);
-            receipt.recipients += self.fanout.receiver_count(event.channel);
+            receipt.recipients += self.audience(event.channel);
             receipt.ids.push(prepared.id);
         }
         Ok(())

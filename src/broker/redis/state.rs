@@ -64,6 +64,8 @@ pub(super) struct Inner {
     pub closed: RwLock<bool>,
     /// Per channel: whether the pub/sub connection subscribes to it now (`interest`).
     pub subscribed: Vec<AtomicBool>,
+    /// Per channel: the other nodes' subscribers as they last reported them (`audience`).
+    pub elsewhere: Vec<std::sync::atomic::AtomicUsize>,
     /// Per channel: clients attaching now, whose receivers are not open yet.
     pub attaching: Vec<std::sync::atomic::AtomicUsize>,
     /// Asks the pub/sub task to follow a channel.
