@@ -38,8 +38,8 @@ import pytest
 import websockets.sync.client
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from conftest import (REPO_ROOT, SECRET, Hub, _stop_process, curl, free_port, hub_binary,
-                      parse_frame, poll_until, self_signed)
+from conftest import (REPO_ROOT, SECRET, Hub, _stop_process, assert_welcome, curl, free_port,
+                      hub_binary, parse_frame, poll_until, self_signed)
 
 REDIS = shutil.which("redis-server")
 FRONT_BINARIES = {"haproxy": shutil.which("haproxy"), "nginx": shutil.which("nginx")}
@@ -275,11 +275,12 @@ class Cluster:
         node.proc.wait(timeout=5)
 
     @contextmanager
-    def connect(self, source: str, query: str):
-        """A WebSocket through the front from `source`, with its welcome; closed at the end."""
+    def connect(self, source: str, query: str, headers: dict[str, str] | None = None):
+        """A WebSocket through the front from `source` (with extra `headers`), with its
+        welcome; closed at the end."""
         with websockets.sync.client.connect(
                 f"ws://{self.front}/v1/ws/subscribe?{query}",
-                additional_headers={"Authorization": f"Bearer {self.reader}"},
+                additional_headers={"Authorization": f"Bearer {self.reader}", **(headers or {})},
                 source_address=(source, 0), open_timeout=10) as ws:
             yield ws, parse_frame(ws.recv(timeout=10))
 
@@ -413,3 +414,17 @@ def test_unsubscribe_through_the_front_works_for_a_client_on_any_node(cluster: C
                          {"event_type": "orchestrator", "message": "STILL_HERE"}])
         for node_id, (ws, _) in by_node.items():
             assert receive(ws, 1)[0]["message"] == "STILL_HERE", node_id
+
+
+def test_a_clients_own_x_forwarded_for_does_not_choose_its_address(cluster: Cluster):
+    # The front appends the real address; the hub reads right to left, so a client claiming
+    # other addresses is still one IP (max_connections_per_ip = 1): its second socket is 409.
+    with cluster.connect("127.0.2.1", "event_types=pdfm", {"X-Forwarded-For": "127.0.2.8"}):
+        with pytest.raises(InvalidStatus) as refused:
+            with cluster.connect("127.0.2.1", "event_types=pdfm",
+                                 {"X-Forwarded-For": "127.0.2.9"}):
+                pass
+        assert refused.value.response.status_code == 409, refused.value
+        # The address it claimed is free: a client really there is admitted.
+        with cluster.connect("127.0.2.8", "event_types=pdfm") as (_, welcome):
+            assert_welcome(welcome, ["pdfm", "global"])
