@@ -10,7 +10,7 @@
 # package @asyncapi/specs (the AsyncAPI 3.0 JSON Schema, for the same test), and
 # Node's `ws` into tests/e2e/node_modules (the docs' Node snippet), and
 # Debian's redis-server (the cluster tests, tests/integration/cluster.rs) and
-# haproxy (the cluster's front, tests/e2e/test_cluster_front.py).
+# haproxy and nginx (the cluster's two fronts, tests/e2e/test_cluster_front.py).
 #
 # Not installed: promtool. Debian ships it only inside the `prometheus` package,
 # about 320 MB installed with its dependencies (libjs-moment-timezone alone is
@@ -75,6 +75,12 @@ ensure_deb redis-server redis-server
 # --- haproxy (tests/e2e/test_cluster_front.py runs its own front on a loopback port) ---
 # Debian's package; its service is not used (the test starts `haproxy -db` itself).
 ensure_deb haproxy haproxy
+
+# --- nginx (tests/e2e/test_cluster_front.py runs its own nginx front in the foreground) ---
+# On bookworm `nginx` is the smallest package with the binary and the http proxy/upstream/ssl
+# modules docs/cluster.md's block uses (`nginx-light` is `nginx` plus the echo module); its
+# service is not used (the test starts `nginx -p <tmp> -c <tmp>/nginx.conf` itself).
+ensure_deb nginx nginx
 
 # --- C++ compiler (libzmq is built from source by the zmq crate) ---------------
 if command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1; then

@@ -341,6 +341,19 @@ def parse_http(raw: str) -> HttpReply:
 # --------------------------------------------------------------------------- #
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A development certificate for localhost and 127.0.0.1, as docs/operations.md makes it."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [require_tool("openssl"), "req", "-x509", "-newkey", "ec",
+         "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )
+    return cert, key
+
+
 @dataclass
 class Hub:
     binary: Path

@@ -7,24 +7,10 @@ Run:  scripts/install-test-deps.sh && cargo build --release && pytest -q tests/e
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
-from conftest import assert_welcome, curl, require_tool, run_client, running_hub
+from conftest import assert_welcome, curl, require_tool, run_client, running_hub, self_signed
 
 EVENT = {"event_type": "pdfm", "message": "VM_STATE_CHANGED", "body": {"vm_id": "vm-1"}}
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A development certificate for localhost and 127.0.0.1, as docs/operations.md makes it."""
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [require_tool("openssl"), "req", "-x509", "-newkey", "ec",
-         "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
-    )
-    return cert, key
 
 
 def test_websocat_over_wss_with_the_authorization_query_parameter(tmp_path):
