@@ -57,6 +57,7 @@ const SCENARIOS: &[&str] = &[
     "handshakes",
     "filter-1k",
     "cluster-fanout",
+    "cluster-throughput",
     "cluster-events",
     "cluster-batch",
     "cluster-memory",
@@ -68,7 +69,7 @@ const SCENARIOS: &[&str] = &[
     about = "Fan-out benchmark of events-hub against the machine's own limit (the baseline)",
     after_help = "Scenarios: latency, latency-batch, sustained, throughput-1k, throughput-10k, \
                   memory, handshakes, filter-1k (each subscriber filters on its own vm_id; hub only), \
-                  cluster-fanout, cluster-events, cluster-batch, cluster-memory (the hub alone, then 1 and 3 \
+                  cluster-fanout, cluster-throughput, cluster-events, cluster-batch, cluster-memory (the hub alone, then 1 and 3 \
                   nodes on one redis-server), all (the default). Options override the chosen scenarios' \
                   parameters."
 )]
@@ -265,6 +266,7 @@ fn scenario(name: &str, args: &Args) -> Option<Scenario> {
         // Issue 14: the same fan-out through a cluster; what one event costs Redis, single and
         // batched.
         "cluster-fanout" => (999, open(200.0, 1, 15.0)),
+        "cluster-throughput" => (999, closed(10.0, 200)),
         "cluster-events" => (30, open(2_000.0, 1, 10.0)),
         "cluster-batch" => (30, open(200.0, 20, 10.0)),
         "cluster-memory" => (15_000, Load::Idle),

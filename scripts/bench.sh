@@ -7,8 +7,8 @@
 #   scripts/bench.sh --help
 #
 # Scenarios: latency, latency-batch, sustained, throughput-1k, throughput-10k, memory,
-# handshakes, filter-1k, cluster-fanout, cluster-events, cluster-batch, cluster-memory (these
-# four start Debian's redis-server and 1 and 3 hub nodes on it). Release profile (`cargo bench`). The raw output goes to the terminal and to
+# handshakes, filter-1k, cluster-fanout, cluster-throughput, cluster-events, cluster-batch,
+# cluster-memory (these five start Debian's redis-server and 1 and 3 hub nodes on it). Release profile (`cargo bench`). The raw output goes to the terminal and to
 # target/bench-results/fanout-<UTC time>.txt (or $BENCH_OUT); the servers' stderr to
 # target/bench-logs/. Traffic goes only to 127.0.0.0/8; the bench stops its servers itself.
 # It exits non-zero when any run saw loss, reordering, duplicates or a failed handshake.
