@@ -4,7 +4,8 @@
 //!
 //! Each message carries its epoch and seq. Under the channel's lock: a seq already delivered
 //! is dropped; a jump is filled from the stream (XRANGE through `read.lua`) before the message
-//! is delivered; a new epoch (Redis lost its data) restarts the count. After every (re)connect
+//! is delivered; a new epoch (Redis lost its data) restarts the count and closes the channel's
+//! sockets with 4009, so their clients resume and are told. After every (re)connect
 //! each channel is caught up from its last delivered seq before messages are read, and a
 //! connection quiet for [`IDLE`] is probed with PING: a pub/sub socket can die without a
 //! FIN (a paused Redis, a dropped NAT entry: centrifugo issue 1189), and without the probe the
