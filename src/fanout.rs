@@ -74,6 +74,9 @@ pub struct Activity {
     pub queue_depth: AtomicUsize,
     /// Set by an administrator's disconnect; the socket closes with 4001.
     pub disconnect: AtomicBool,
+    /// Set when a channel's numbering restarted under the socket ([`Fanout::reset`]); the
+    /// socket closes with 4009.
+    pub reset: AtomicBool,
 }
 
 impl Activity {
@@ -86,6 +89,7 @@ impl Activity {
             last_pong_ms: AtomicU64::new(0),
             queue_depth: AtomicUsize::new(0),
             disconnect: AtomicBool::new(false),
+            reset: AtomicBool::new(false),
         }
     }
 
@@ -124,6 +128,11 @@ impl ClientState {
         self.activity.disconnect.load(Ordering::Acquire)
     }
 
+    /// Whether a channel's numbering restarted under this socket ([`Fanout::reset`]).
+    pub fn is_reset(&self) -> bool {
+        self.activity.reset.load(Ordering::Acquire)
+    }
+
     pub fn mask(&self) -> ChannelMask {
         ChannelMask(self.mask.load(Ordering::Acquire))
     }
@@ -156,6 +165,23 @@ impl Fanout {
             filtered,
             clients: DashMap::new(),
         })
+    }
+
+    /// Asks every socket subscribed to `channel` to close with 4009: the channel's numbering
+    /// restarted (a cluster's new epoch), so the seqs those sockets hold mean nothing now and
+    /// only a resume can tell their clients. Delivery to them stops at once (their masks are
+    /// cleared, as an administrator's disconnect does). Returns how many were asked.
+    pub fn reset(&self, channel: ChannelId) -> usize {
+        let mut asked = 0;
+        for client in self.clients.iter() {
+            if client.mask().contains(channel) {
+                client.activity.reset.store(true, Ordering::Release);
+                client.mask.store(0, Ordering::Release);
+                client.changed.notify_one();
+                asked += 1;
+            }
+        }
+        asked
     }
 
     /// A receiver of every frame delivered on `channel` from now on.

@@ -67,6 +67,12 @@ impl<R: Clone + Weight> Replies<R> {
         }
     }
 
+    /// How long an answer is kept (`limits.idempotency_window_secs`); a shared broker keeps its
+    /// own answers for as long.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
     /// Runs `publish` unless `key` was answered within the window; keeps its answer. The lock is
     /// held across `publish` (an async lock: a shared broker's publish awaits I/O), so two
     /// concurrent requests with one key publish once.

@@ -72,6 +72,8 @@ pub enum ClusterEvent {
     Skipped(u64),
     /// A relayed command got no answer in time (503).
     RelayTimeout,
+    /// The pub/sub backlog overflowed: the connection was dropped and the node caught up.
+    FellBehind,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -194,6 +196,7 @@ impl Metrics {
             ClusterEvent::GapFill => ("gap_fill", 1),
             ClusterEvent::Skipped(n) => ("skipped", n),
             ClusterEvent::RelayTimeout => ("relay_timeout", 1),
+            ClusterEvent::FellBehind => ("fell_behind", 1),
         };
         self.cluster.get_or_create(&KindLabel { kind }).inc_by(n);
     }

@@ -77,6 +77,8 @@ impl Publisher {
     /// `fingerprint` gets the first receipt and publishes nothing; the same key for another
     /// request is [`PublishError::KeyReused`]. Without a key, or with the window off, it
     /// simply publishes. Keys are `caller`'s own: the same key from two callers is two keys.
+    /// Where the answers live is the broker's choice ([`Broker::publish_once`]): this node's
+    /// memory, or the cluster's Redis.
     pub async fn publish_once(
         &self,
         caller: &Identity,
@@ -93,8 +95,9 @@ impl Publisher {
         };
         // NUL cannot occur in a method name or a header value: the parts cannot run together.
         let key = format!("{:?}\u{0}{}\u{0}{key}", caller.method, caller.subject);
-        match replies
-            .once(key, fingerprint, || self.publish(events))
+        match self
+            .broker
+            .publish_once(replies, key, fingerprint, events)
             .await?
         {
             Seen::New(receipt) => Ok(Published {

@@ -200,6 +200,10 @@ pub async fn echo(mut socket: WebSocket) {
 const SLOW: Exit = Exit::Close(close::SLOW_CONSUMER, "slow consumer");
 const ADMIN_DISCONNECT: Exit =
     Exit::Close(close::ADMIN_DISCONNECT, "disconnected by an administrator");
+const HISTORY_RESET: Exit = Exit::Close(
+    close::HISTORY_RESET,
+    "history reset (new epoch); reconnect and resume",
+);
 const FLOOD: Exit = Exit::Close(close::POLICY, "message rate limit exceeded");
 
 /// The socket's one loop. Its length is the `select!`: each branch hands its work to a function
@@ -238,6 +242,9 @@ async fn serve(
             _ = &mut changed => {
                 if client.state().is_disconnected() {
                     return ADMIN_DISCONNECT;
+                }
+                if client.state().is_reset() {
+                    return HISTORY_RESET;
                 }
                 changed.set(client.state().changed());
                 drop_unsubscribed(&mut streams, client);

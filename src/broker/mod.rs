@@ -25,6 +25,7 @@ pub use memory::MemoryBroker;
 
 use crate::channels::ChannelId;
 use crate::fanout::Delivery;
+use crate::idempotency::{Replies, Seen};
 use crate::protocol::Frame;
 
 /// A validated event, ready to stamp and deliver.
@@ -39,8 +40,8 @@ pub struct Event {
     pub origin: Option<Box<RawValue>>,
 }
 
-/// The `202` answer to a publish.
-#[derive(Debug, Clone, Serialize)]
+/// The `202` answer to a publish (read back when a shared store kept it for a retry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Receipt {
     pub ids: Vec<String>,
     pub recipients: usize,
@@ -233,6 +234,21 @@ pub trait Broker: Send + Sync + 'static {
     /// history and delivers it, in order per channel. [`PublishError::ShuttingDown`] once
     /// [`close`](Broker::close) was called.
     fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Receipt, PublishError>>;
+
+    /// [`publish`](Broker::publish) unless `key` (already scoped by its caller) was answered
+    /// within `replies`' window: a repeat with the same `fingerprint` gets the first receipt.
+    /// By default the answers are `replies`, this node's memory; a shared broker keeps them in
+    /// its shared store instead (for as long as `replies.window()`), so that a retry sent to
+    /// another node is answered, not published again.
+    fn publish_once<'a>(
+        &'a self,
+        replies: &'a Replies<Receipt>,
+        key: String,
+        fingerprint: [u8; 32],
+        events: Vec<Event>,
+    ) -> BoxFuture<'a, Result<Seen<Receipt>, PublishError>> {
+        Box::pin(replies.once(key, fingerprint, move || self.publish(events)))
+    }
 
     /// Opens `channel` for a client: the live receiver opens at the very point where
     /// `last_seq` is fixed, so a replay of `after + 1 ..= last_seq` followed by the receiver

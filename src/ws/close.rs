@@ -15,3 +15,7 @@ pub const ADMIN_DISCONNECT: u16 = 4001;
 /// The client fell `send_queue` frames behind, or its socket took nothing for
 /// `write_timeout_secs`.
 pub const SLOW_CONSUMER: u16 = 4008;
+/// The channel's numbering restarted under the socket (a cluster whose Redis lost its data
+/// starts a new epoch): its seqs mean nothing now. Resuming with the old epoch is answered
+/// `recovered: false` with the reason, as after a single node's restart.
+pub const HISTORY_RESET: u16 = 4009;

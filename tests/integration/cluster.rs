@@ -310,7 +310,7 @@ async fn a_killed_pubsub_connection_catches_up_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_restart_starts_a_new_epoch_and_delivery_goes_on() {
+async fn a_redis_restart_starts_a_new_epoch_and_live_sockets_resume_into_it() {
     let Some(mut redis) = Redis::start().await else {
         return;
     };
@@ -321,14 +321,30 @@ async fn a_redis_restart_starts_a_new_epoch_and_delivery_goes_on() {
     receive(&mut ws, 1, 2).await;
 
     redis.restart().await;
+    // The socket's seqs mean nothing in the new epoch: it is closed to resume, as after a
+    // single node's restart, and never sees seq 1 under its old epoch.
+    let (code, reason) = expect_close(&mut ws).await;
+    assert_eq!(code, 4009, "{reason}");
     for hub in &nodes {
         wait_ready(hub).await;
     }
-    // The open socket's lease was taken again when its node reconnected.
-    let (status, _) = try_subscribe(&nodes[0], ip(1))
+    let path = format!("/v1/ws/subscribe?event_types=pdfm&since=pdfm:2&epoch={old}");
+    let auth = format!("Bearer {}", nodes[1].reader("alice"));
+    let mut ws = nodes[1]
+        .handshake(ip(2), &path, &[("authorization", auth.as_str())])
         .await
-        .expect_err("still leased");
-    assert_eq!(status, 409);
+        .expect("the resume is admitted");
+    let welcome = next_json(&mut ws).await;
+    let body = &welcome["body"];
+    assert_eq!(body["recovered"], false, "{welcome}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("epoch {old} is not"))),
+        "{welcome}"
+    );
+    let new = body["epoch"].as_u64().expect("epoch");
+    assert_ne!(new, old, "the history was lost: a new epoch");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (status, _) = nodes[0]
@@ -345,11 +361,7 @@ async fn a_redis_restart_starts_a_new_epoch_and_delivery_goes_on() {
     }
     let event = next_json(&mut ws).await;
     assert_eq!((seq(&event), event["message"].as_str()), (1, Some("new-0")));
-    assert_ne!(
-        event["epoch"].as_u64(),
-        Some(old),
-        "the history was lost: a new epoch"
-    );
+    assert_eq!(event["epoch"].as_u64(), Some(new));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -941,4 +953,145 @@ async fn recipients_count_the_subscribers_of_every_node() {
     // A socket that leaves is no longer counted once its node reports again.
     drop(sockets.pop());
     wait_recipients(&nodes[0], 2).await;
+
+/// `POST /v1/events` with an `Idempotency-Key`: status, `Idempotent-Replayed`, body.
+async fn publish_keyed(hub: &TestHub, key: &str, body: &Value) -> (u16, Option<String>, Value) {
+    let response = hub
+        .http()
+        .post(hub.url("/v1/events"))
+        .bearer_auth(hub.publisher())
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("publish request");
+    let replayed = header_text(&response, "idempotent-replayed");
+    let (status, body) = json_response(response).await;
+    (status, replayed, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_publishes_once_across_nodes() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (mut ws, _) = b.subscribe(ip(1), "alice", "pdfm").await;
+    let once = json!({"event_type": "pdfm", "message": "ONCE"});
+    let (status, replayed, first) = publish_keyed(&a, "retry-1", &once).await;
+    assert_eq!(
+        (status, replayed.as_deref()),
+        (202, Some("false")),
+        "{first}"
+    );
+    let (status, replayed, again) = publish_keyed(&b, "retry-1", &once).await;
+    assert_eq!(
+        (status, replayed.as_deref()),
+        (202, Some("true")),
+        "{again}"
+    );
+    assert_eq!(
+        first, again,
+        "node B answers node A's receipt, ids included"
+    );
+    let other = json!({"event_type": "pdfm", "message": "OTHER"});
+    let (status, _, body) = publish_keyed(&b, "retry-1", &other).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("idempotency_key_reused"))
+    );
+
+    // Eight requests with one key, four on each node, at once: one publish, one receipt.
+    let race = json!({"event_type": "pdfm", "message": "RACE"});
+    let requests = (0..8).map(|i| publish_keyed([&a, &b][i % 2], "race", &race));
+    let answers = futures_util::future::join_all(requests).await;
+    let receipts: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|(status, _, body)| {
+            assert_eq!(*status, 202, "{body}");
+            body["ids"].to_string()
+        })
+        .collect();
+    assert_eq!(receipts.len(), 1, "{answers:?}");
+    let fresh = answers
+        .iter()
+        .filter(|(_, r, _)| r.as_deref() == Some("false"));
+    assert_eq!(fresh.count(), 1, "{answers:?}");
+
+    let (status, body) = a
+        .publish(&json!({"event_type": "pdfm", "message": "NEXT"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(receive(&mut ws, 1, 3).await, ["ONCE", "RACE", "NEXT"]);
+    assert_eq!(a.history("event_type=pdfm").await.1["last_seq"], 3);
+
+    // Redis keeps each key for the window, no longer.
+    let window_ms = a.state.settings.limits.idempotency_window_secs as i64 * 1000;
+    let redis::Value::Array(keys) = redis.command(&["KEYS", "*:idem:*"]).await else {
+        panic!("KEYS answers an array");
+    };
+    assert_eq!(keys.len(), 2, "retry-1 and race");
+    for key in keys {
+        let redis::Value::BulkString(key) = key else {
+            panic!("a key name");
+        };
+        let key = String::from_utf8(key).expect("utf-8 key");
+        let redis::Value::Int(ttl) = redis.command(&["PTTL", &key]).await else {
+            panic!("PTTL answers an integer");
+        };
+        assert!((1..=window_ms).contains(&ttl), "{key:?}: {ttl} ms");
+    }
+}
+
+/// `events_hub_cluster_events_total{kind}` of `hub`, 0 while it was never counted.
+async fn cluster_events(hub: &TestHub, kind: &str) -> u64 {
+    let response = hub
+        .http()
+        .get(hub.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    let text = response.text().await.expect("body");
+    let name = format!("events_hub_cluster_events_total{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&name))
+        .map_or(0, |n| n.trim().parse().expect("a count"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_pubsub_backlog_overflows_catches_up_in_order() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let url = redis.url();
+    let slow = TestHub::start_with(|s| {
+        s.cluster.redis_url = Some(url);
+        s.cluster.pubsub_backlog = 1;
+    })
+    .await;
+    wait_ready(&slow).await;
+    let publisher = node(&redis).await;
+    let (mut ws, _) = slow.subscribe(ip(1), "alice", "pdfm").await;
+    // A batch's 100 messages arrive at once, faster than a backlog of one is drained.
+    let mut sent = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while cluster_events(&slow, "fell_behind").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backlog never overflowed"
+        );
+        publish_n(&publisher, &format!("b{sent}"), 100, 100).await;
+        sent += 100;
+    }
+    let messages = receive(&mut ws, 1, sent).await;
+    let expected: Vec<String> = (0..sent)
+        .step_by(100)
+        .flat_map(|b| (0..100).map(move |i| format!("b{b}-{i}")))
+        .collect();
+    assert_eq!(messages, expected, "nothing lost, nothing out of order");
+    // And live again after the catch-up.
+    wait_ready(&slow).await;
+    publish_n(&publisher, "after", 1, 1).await;
+    assert_eq!(receive(&mut ws, sent as u64 + 1, 1).await, ["after-0"]);
+    assert!(cluster_events(&slow, "reconnect").await >= 1);
 }

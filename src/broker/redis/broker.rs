@@ -25,6 +25,7 @@ use crate::broker::{
 use crate::channels::{ChannelId, Channels};
 use crate::config::{ConfigError, HistorySettings};
 use crate::fanout::Fanout;
+use crate::idempotency::{Replies, Seen};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 
@@ -94,6 +95,7 @@ impl RedisBroker {
             up: AtomicBool::new(false),
             closed: RwLock::new(false),
             metrics,
+            pubsub_backlog: settings.pubsub_backlog,
         });
         let stop = CancellationToken::new();
         tokio::spawn(super::delivery::run(
@@ -163,6 +165,20 @@ impl Broker for RedisBroker {
 
     fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Receipt, PublishError>> {
         self.inner.publish(events).boxed()
+    }
+
+    /// The answers live in Redis (`once`): `replies` gives only the window.
+    fn publish_once<'a>(
+        &'a self,
+        replies: &'a Replies<Receipt>,
+        key: String,
+        fingerprint: [u8; 32],
+        events: Vec<Event>,
+    ) -> BoxFuture<'a, Result<Seen<Receipt>, PublishError>> {
+        let window = replies.window();
+        self.inner
+            .publish_once(window, key, fingerprint, events)
+            .boxed()
     }
 
     fn attach(&self, channel: ChannelId, after: Option<u64>) -> BoxFuture<'_, Attached> {

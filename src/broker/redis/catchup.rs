@@ -20,7 +20,8 @@ const CHUNK: usize = 512;
 impl Inner {
     /// Delivers every kept event after `local.delivered` up to `until` from the stream, in
     /// order, and answers the last view read. The first view of a node (or of a new epoch)
-    /// sets the start instead: a node that just joined delivers from now on, not the history.
+    /// sets the start instead: a node that just joined delivers from now on, not the history;
+    /// on a new epoch the channel's sockets are closed to resume (`Fanout::reset`).
     pub async fn fill(
         &self,
         channel: ChannelId,
@@ -58,11 +59,14 @@ impl Inner {
         if local.epoch == 0 {
             local.delivered = view.last;
         } else {
+            // Before any event of the new epoch reaches them: the old seqs would run on.
+            let closed = self.fanout.reset(channel);
             tracing::warn!(
                 channel = self.channel_name(channel),
                 old = local.epoch,
                 new = view.epoch,
-                "cluster: Redis lost its data; a new epoch starts"
+                closed,
+                "cluster: Redis lost its data; a new epoch starts, the channel's sockets close to resume"
             );
             local.delivered = 0;
         }

@@ -24,6 +24,11 @@ pub struct ClusterSettings {
     /// how long a dead node's clients stay counted against their IPs.
     #[serde(default = "ClusterSettings::default_lease_ttl_secs")]
     pub lease_ttl_secs: u64,
+    /// Pub/sub messages that may wait for this node's delivery; beyond it the node has fallen
+    /// behind, drops its pub/sub connection and catches up from the streams (nothing lost).
+    /// Bounds the node's memory where redis-rs's own queue has no bound.
+    #[serde(default = "ClusterSettings::default_pubsub_backlog")]
+    pub pubsub_backlog: usize,
 }
 
 impl Default for ClusterSettings {
@@ -33,6 +38,7 @@ impl Default for ClusterSettings {
             node_id: None,
             key_prefix: Self::default_prefix(),
             lease_ttl_secs: Self::default_lease_ttl_secs(),
+            pubsub_backlog: Self::default_pubsub_backlog(),
         }
     }
 }
@@ -43,6 +49,9 @@ impl ClusterSettings {
     }
     fn default_lease_ttl_secs() -> u64 {
         15
+    }
+    fn default_pubsub_backlog() -> usize {
+        10_000
     }
 
     /// Whether this node is part of a cluster.
@@ -73,6 +82,12 @@ impl ClusterSettings {
             return Err(ConfigError::new(
                 "cluster.lease_ttl_secs",
                 "must be 3 to 3600 (leases are renewed every third of it)",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.pubsub_backlog) {
+            return Err(ConfigError::new(
+                "cluster.pubsub_backlog",
+                "must be 1 to 1000000 (messages waiting for delivery)",
             ));
         }
         if let Some(node) = &self.node_id {

@@ -4,11 +4,13 @@
 //!
 //! Each message carries its epoch and seq. Under the channel's lock: a seq already delivered
 //! is dropped; a jump is filled from the stream (XRANGE through `read.lua`) before the message
-//! is delivered; a new epoch (Redis lost its data) restarts the count. After every (re)connect
+//! is delivered; a new epoch (Redis lost its data) restarts the count and closes the channel's
+//! sockets with 4009, so their clients resume and are told. After every (re)connect
 //! each channel is caught up from its last delivered seq before messages are read, and a
 //! connection quiet for [`IDLE`] is probed with PING: a pub/sub socket can die without a
 //! FIN (a paused Redis, a dropped NAT entry: centrifugo issue 1189), and without the probe the
-//! node would wait on it forever.
+//! node would wait on it forever. A session whose messages wait in more than `[cluster]
+//! pubsub_backlog` ends too (`backlog`): the catch-up after the reconnect delivers them.
 //!
 //! [`Fanout`]: crate::fanout::Fanout
 
@@ -16,12 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::RedisFailure;
+use super::backlog::Backlog;
 use super::interest::{SWEEP, bounded};
 use super::state::Inner;
 use crate::channels::ChannelId;
@@ -44,6 +46,9 @@ pub(super) async fn run(inner: Arc<Inner>, mut control: Control, stop: Cancellat
         };
         inner.up.store(false, Ordering::Release);
         inner.count(ClusterEvent::Reconnect);
+        if let Err(RedisFailure::FellBehind(_)) = ended {
+            inner.count(ClusterEvent::FellBehind);
+        }
         if let Err(error) = ended {
             tracing::warn!(%error, "cluster: pub/sub session ended; reconnecting");
         }
@@ -69,7 +74,8 @@ async fn session(
     was_up: &mut bool,
 ) -> Result<(), RedisFailure> {
     let pubsub = bounded(inner.client.get_async_pubsub()).await?;
-    let (mut sink, mut stream) = pubsub.split();
+    let (mut sink, stream) = pubsub.split();
+    let mut backlog = Backlog::new(stream, inner.pubsub_backlog);
     let wanted = inner.wanted_channels().await;
     let mut names: Vec<String> = wanted
         .iter()
@@ -98,8 +104,8 @@ async fn session(
     tokio::pin!(idle);
     loop {
         tokio::select! {
-            message = stream.next() => {
-                let message = message.ok_or(RedisFailure::Closed)?;
+            message = backlog.next() => {
+                let message = message?;
                 inner.on_message(&message).await?;
                 idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
             }

@@ -10,6 +10,7 @@
 //! | `<p>:client:<id>` | string | `"<node>\n<owner>"` of a live client, expiring like a lease |
 //! | `<p>:ip:<ip>` | sorted set | connection (`<node>:<uuid>`) → lease expiry (ms, Redis clock) |
 //! | `<p>:audience` | hash | node → `"<expiry ms> <sockets per channel …>"`, for `recipients` |
+//! | `<p>:idem:<caller>:<key>` | string | an `Idempotency-Key`'s fingerprint and receipt, for the window |
 //!
 //! Numbering and history live in one hash and the streams beside it: a Redis that loses its data
 //! loses them together, and the next script makes a new epoch. Keys are not spread over hash
@@ -31,6 +32,12 @@ pub(super) struct Keys {
 }
 
 impl Keys {
+    /// The key of an `Idempotency-Key`, `scoped` by its caller (`<method>\0<subject>\0<key>`,
+    /// as the publisher writes it: the NULs keep the parts apart, and Redis keys are binary).
+    pub fn idempotency(&self, scoped: &str) -> String {
+        format!("{}:idem:{scoped}", self.prefix)
+    }
+
     pub fn new(prefix: &str, channel_names: &[String]) -> Self {
         let channels = channel_names
             .iter()

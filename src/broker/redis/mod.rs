@@ -20,12 +20,14 @@
 //! | `state` | a node's shared state: connection, keys, how far each channel is delivered |
 //! | `scripts` | the Lua scripts (`lua/`), `read.lua` and the view it answers |
 //! | `publish` | a batch → one script call; targeted events; close |
+//! | `once` | `Idempotency-Key` across the cluster: claim, publish, keep the receipt |
 //! | `reads` | attach, replay, history, since_time, last_event_id from the streams |
 //! | `lease` | one connection per client IP, cluster-wide: leases in Redis, renewed |
 //! | `relay` | the client registry and the command relay between nodes |
 //! | `audience` | each node's subscribers per channel, for a publish's `recipients` |
 //! | `catchup` | filling a channel's delivery from the stream, in seq order |
 //! | `interest` | following only the channels with local subscribers |
+//! | `backlog` | the bounded queue between redis-rs's pub/sub stream and delivery |
 //! | `delivery` | the pub/sub task: seq check, reconnect with catch-up, idle probe |
 //! | `broker` | [`RedisBroker`]: building it, and the `Broker` methods |
 
@@ -33,6 +35,8 @@ pub mod config;
 
 #[cfg(feature = "cluster")]
 mod audience;
+#[cfg(feature = "cluster")]
+mod backlog;
 #[cfg(feature = "cluster")]
 mod catchup;
 #[cfg(feature = "cluster")]
@@ -43,6 +47,8 @@ mod interest;
 mod keys;
 #[cfg(feature = "cluster")]
 mod lease;
+#[cfg(feature = "cluster")]
+mod once;
 #[cfg(feature = "cluster")]
 mod publish;
 #[cfg(feature = "cluster")]
@@ -72,4 +78,7 @@ pub enum RedisFailure {
     Unexpected(&'static str),
     #[error("the pub/sub connection closed")]
     Closed,
+    /// More than `[cluster] pubsub_backlog` messages waited for delivery (`backlog`).
+    #[error("delivery fell more than {0} pub/sub messages behind")]
+    FellBehind(usize),
 }

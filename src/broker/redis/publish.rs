@@ -188,7 +188,7 @@ impl Inner {
     }
 }
 
-fn unavailable(failure: RedisFailure) -> PublishError {
+pub(super) fn unavailable(failure: RedisFailure) -> PublishError {
     tracing::warn!(error = %failure, "cluster publish failed");
     PublishError::Unavailable(format!(
         "the cluster's Redis did not confirm the publish ({failure}); retry with the same Idempotency-Key to publish at most once"

@@ -19,6 +19,10 @@ pub(super) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+/// `once.lua` needs nothing of `common.lua`.
+pub(super) static ONCE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/once.lua")));
+
 pub(super) static READ: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("lua/common.lua"),

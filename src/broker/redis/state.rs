@@ -71,6 +71,8 @@ pub(super) struct Inner {
     /// Asks the pub/sub task to follow a channel.
     pub control: tokio::sync::mpsc::Sender<(ChannelId, tokio::sync::oneshot::Sender<()>)>,
     pub metrics: Option<Arc<Metrics>>,
+    /// `[cluster] pubsub_backlog`: pub/sub messages that may wait for delivery (`backlog`).
+    pub pubsub_backlog: usize,
 }
 
 impl Inner {
