@@ -953,6 +953,7 @@ async fn recipients_count_the_subscribers_of_every_node() {
     // A socket that leaves is no longer counted once its node reports again.
     drop(sockets.pop());
     wait_recipients(&nodes[0], 2).await;
+}
 
 /// `POST /v1/events` with an `Idempotency-Key`: status, `Idempotent-Replayed`, body.
 async fn publish_keyed(hub: &TestHub, key: &str, body: &Value) -> (u16, Option<String>, Value) {
