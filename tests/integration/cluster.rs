@@ -688,7 +688,7 @@ async fn a_dead_nodes_ips_are_freed_when_their_leases_expire() {
     };
     let survivor = node(&redis).await;
     let mut dying = BinaryNode::start(&redis, "dying", 3).await;
-    let _held = dying.subscribe(ip(7), "pdfm").await;
+    let (_held, welcome) = dying.subscribe(ip(7), "pdfm").await;
     let (status, _) = try_subscribe(&survivor, ip(7))
         .await
         .expect_err("held elsewhere");
@@ -700,6 +700,12 @@ async fn a_dead_nodes_ips_are_freed_when_their_leases_expire() {
         .expect_err("still leased");
     assert_eq!(status, 409, "a dead node's lease lasts until it expires");
     wait_admitted(&survivor, ip(7)).await;
+    // Its registry entry outlives it, but its client is no live client: 404, for anyone.
+    let body = json!({"client_id": welcome["body"]["client_id"], "event_types": ["pdfm"]});
+    for caller in ["alice", "mallory"] {
+        let (status, reply) = survivor.unsubscribe(caller, &body).await;
+        assert_eq!(status, 404, "{caller}: {reply}");
+    }
 }
 
 /// A client held by a node that stops answering (SIGSTOP: its Redis connections stay open, so
@@ -1095,4 +1101,60 @@ async fn a_node_whose_pubsub_backlog_overflows_catches_up_in_order() {
     publish_n(&publisher, "after", 1, 1).await;
     assert_eq!(receive(&mut ws, sent as u64 + 1, 1).await, ["after-0"]);
     assert!(cluster_events(&slow, "reconnect").await >= 1);
+}
+
+/// The connections holding `source`'s slots, as Redis has them.
+async fn lease_members(redis: &Redis, source: std::net::IpAddr) -> Vec<String> {
+    let key = format!("events-hub:ip:{source}");
+    match redis.command(&["ZRANGE", &key, "0", "-1"]).await {
+        redis::Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                other => panic!("ZRANGE member {other:?}"),
+            })
+            .collect(),
+        other => panic!("ZRANGE answered {other:?}"),
+    }
+}
+
+/// Polls until `source`'s lease members satisfy `done`.
+async fn wait_members(redis: &Redis, source: std::net::IpAddr, done: impl Fn(&[String]) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let members = lease_members(redis, source).await;
+        if done(&members) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leases stayed {members:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A node whose alive key lapsed (deleted here; in life: the node or Redis stalled past the
+/// lease TTL) looks dead, so another node's handshake drops its lease as a dead node's; the
+/// node notices at its next heartbeat and takes its leases again, and the IP is full again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_alive_key_lapsed_takes_its_leases_again() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let other = node(&redis).await;
+    let mut lapsing = BinaryNode::start(&redis, "lapsing", 3).await;
+    let _held = lapsing.subscribe(ip(9), "pdfm").await;
+    let is_lapsing = |m: &String| m.starts_with("lapsing:");
+    redis.command(&["DEL", "events-hub:alive:lapsing"]).await;
+    // Meanwhile the IP looks free: admitted, the lapsed lease dropped.
+    let admitted = wait_admitted(&other, ip(9)).await;
+    assert!(!lease_members(&redis, ip(9)).await.iter().any(is_lapsing));
+    drop(admitted);
+    // The next heartbeat finds the key gone and takes the lease again; once the closed
+    // socket's lease is freed, the IP is full with the lapsing node's socket alone.
+    wait_members(&redis, ip(9), |m| m.len() == 1 && m.iter().all(is_lapsing)).await;
+    let (status, body) = try_subscribe(&other, ip(9)).await.expect_err("full again");
+    assert_eq!(status, 409, "{body}");
+    lapsing.kill();
 }

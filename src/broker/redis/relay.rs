@@ -58,7 +58,7 @@ impl Inner {
         let key = self.client_key(client);
         let value = format!("{}\n{owner}", self.node_id);
         self.announced.insert(client, (key.clone(), value.clone()));
-        let ttl = self.lease_ttl.as_millis() as u64;
+        let ttl = super::lease::KEY_TTL.as_millis() as u64;
         let set = self
             .call(|mut conn| async move {
                 ::redis::cmd("SET")
@@ -85,12 +85,19 @@ impl Inner {
             .call(|mut conn| async move { conn.get(key).await })
             .await
             .map_err(|e| RelayError::Unavailable(format!("the cluster's Redis: {e}")))?;
-        Ok(found.and_then(|v| {
-            let (node, owner) = v.split_once('\n')?;
-            Some(RemoteClient {
-                node: node.to_owned(),
-                owner: owner.to_owned(),
-            })
+        let Some((node, owner)) = found.as_deref().and_then(|v| v.split_once('\n')) else {
+            return Ok(None);
+        };
+        // A dead node's entries outlive it (for an hour): its client is live only while the
+        // node's alive key is there.
+        let alive = format!("{}:alive:{node}", self.keys.prefix);
+        let live: bool = self
+            .call(|mut conn| async move { conn.exists(alive).await })
+            .await
+            .map_err(|e| RelayError::Unavailable(format!("the cluster's Redis: {e}")))?;
+        Ok(live.then(|| RemoteClient {
+            node: node.to_owned(),
+            owner: owner.to_owned(),
         }))
     }
 

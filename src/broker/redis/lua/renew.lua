@@ -1,19 +1,17 @@
--- Renews this node's leases: each connection's expiry moves to now + ttl (Redis's clock).
--- ARGV[2] = 'XX' on the periodic renewal: only leases still present are renewed, so a socket
--- that closed during the renewal cannot be brought back. '' right after (re)connecting to
+-- Refreshes the keys of this node's leases, so a socket open for days keeps its slot (a
+-- lease's liveness is its node's alive key; this only keeps the set from expiring).
+-- ARGV[2] = 'XX' on the periodic refresh: only leases still present are refreshed, so a
+-- socket that closed meanwhile cannot be brought back. '' right after (re)connecting to
 -- Redis: every lease is taken again, so the limit holds again after a Redis restart.
--- KEYS = <prefix>:ip:<ip> per lease; ARGV[1] = ttl (ms), ARGV[2] = 'XX' or '',
+-- KEYS = <prefix>:ip:<ip> per lease; ARGV[1] = key ttl (ms), ARGV[2] = 'XX' or '',
 -- ARGV[2 + i] = connection of KEYS[i].
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[1])
 local only_present = ARGV[2] == 'XX'
 for i, key in ipairs(KEYS) do
   if only_present then
-    redis.call('ZADD', key, 'XX', now + ttl, ARGV[i + 2])
+    redis.call('ZADD', key, 'XX', 0, ARGV[i + 2])
   else
-    redis.call('ZADD', key, now + ttl, ARGV[i + 2])
+    redis.call('ZADD', key, 0, ARGV[i + 2])
   end
-  redis.call('PEXPIRE', key, ttl)
+  redis.call('PEXPIRE', key, ARGV[1])
 end
 return #KEYS
