@@ -466,6 +466,25 @@ fn put_redis_costs(
     }
 }
 
+/// What idle sockets cost Redis: the nodes renew every lease and registry entry every
+/// `lease_ttl_secs / 3` (5 s by default); measured over two renewals.
+async fn put_idle_redis_cost(r: &mut RunResult, under: &Under<'_>, sockets: usize) {
+    const WINDOW: Duration = Duration::from_secs(10);
+    const RENEWALS: f64 = 2.0;
+    let cpu = CpuMeter::start(under);
+    tokio::time::sleep(WINDOW).await;
+    let mut scratch = RunResult::default();
+    let used = cpu.stop(&mut scratch);
+    r.put(
+        "Redis CPU idle (% of 1 core)",
+        100.0 * used.redis_secs / WINDOW.as_secs_f64(),
+    );
+    r.put(
+        "Redis CPU µs per socket renewal",
+        used.redis_secs * 1e6 / (sockets.max(1) as f64 * RENEWALS),
+    );
+}
+
 fn put_latency(r: &mut RunResult, h: &Histogram<u64>) {
     if h.is_empty() {
         return;
@@ -564,6 +583,9 @@ async fn run_load(sc: &Scenario, under: &Under<'_>, tokens: &Tokens) -> RunResul
                     "Redis memory per connection (bytes)",
                     after.saturating_sub(before) as f64 / ready.max(1) as f64,
                 );
+            }
+            if under.redis.is_some() {
+                put_idle_redis_cost(&mut r, under, ready).await;
             }
             published.per_lane = vec![0; lanes];
         }
