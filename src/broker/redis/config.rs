@@ -20,8 +20,9 @@ pub struct ClusterSettings {
     /// clusters (or other applications) can share one Redis.
     #[serde(default = "ClusterSettings::default_prefix")]
     pub key_prefix: String,
-    /// How long a per-IP lease outlives its node's last renewal (renewed every third of it):
-    /// how long a dead node's clients stay counted against their IPs.
+    /// How long a node's alive key (and with it its per-IP leases) outlives its last renewal
+    /// (renewed every third of it): how long a dead node's clients stay counted against their
+    /// IPs.
     #[serde(default = "ClusterSettings::default_lease_ttl_secs")]
     pub lease_ttl_secs: u64,
     /// Pub/sub messages that may wait for this node's delivery; beyond it the node has fallen
