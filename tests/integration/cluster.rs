@@ -1158,3 +1158,89 @@ async fn a_node_whose_alive_key_lapsed_takes_its_leases_again() {
     assert_eq!(status, 409, "{body}");
     lapsing.kill();
 }
+
+/// An integer reply (or a bulk string holding one, as HGET answers).
+fn redis_int(value: redis::Value) -> i64 {
+    match value {
+        redis::Value::Int(n) => n,
+        redis::Value::BulkString(b) => String::from_utf8_lossy(&b).parse().expect("a number"),
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+/// The frames a channel's stream holds, oldest first (field `f` of each entry).
+async fn stream_frames(redis: &Redis, channel: &str) -> Vec<String> {
+    let key = format!("events-hub:stream:{channel}");
+    let redis::Value::Array(entries) = redis.command(&["XRANGE", &key, "-", "+"]).await else {
+        panic!("XRANGE answered something else");
+    };
+    entries
+        .into_iter()
+        .map(|entry| {
+            let redis::Value::Array(parts) = entry else {
+                panic!("entry {entry:?}")
+            };
+            let Some(redis::Value::Array(fields)) = parts.get(1) else {
+                panic!("fields {parts:?}")
+            };
+            match fields.get(1) {
+                Some(redis::Value::BulkString(f)) => String::from_utf8_lossy(f).into_owned(),
+                other => panic!("frame {other:?}"),
+            }
+        })
+        .collect()
+}
+
+/// `publish.lua` trims each stream to its `[history]` limits as it appends, and keeps the
+/// byte count and the newest dropped seq that readers rely on exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_limits_trim_the_streams_by_count_and_bytes() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let url = redis.url();
+    let hub = TestHub::start_with(|s| {
+        s.cluster.redis_url = Some(url);
+        let own = |events, bytes| events_hub::config::ChannelHistorySettings {
+            max_events: events,
+            max_bytes: bytes,
+            max_age_secs: None,
+        };
+        s.history.channels.insert("pdfm".into(), own(Some(5), None));
+        s.history
+            .channels
+            .insert("orchestrator".into(), own(None, Some(1000)));
+    })
+    .await;
+    wait_ready(&hub).await;
+    publish_n(&hub, "c", 8, 3).await;
+    let events: Vec<Value> = (0..9)
+        .map(|i| json!({"event_type": "orchestrator", "message": format!("b-{i}")}))
+        .collect();
+    assert_eq!(hub.publish(&Value::Array(events)).await.0, 202);
+
+    // By count: the newest 5 kept, the 3rd the newest dropped.
+    let (status, page) = hub.history("event_type=pdfm&since=0").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page_messages(&page), ["c-3", "c-4", "c-5", "c-6", "c-7"]);
+    let dropped = redis
+        .command(&["HGET", "events-hub:meta", "dseq:pdfm"])
+        .await;
+    assert_eq!(redis_int(dropped), 3);
+
+    // By bytes: what is kept fits, one more would not, and the count matches the frames.
+    let frames = stream_frames(&redis, "orchestrator").await;
+    let kept: usize = frames.iter().map(String::len).sum();
+    assert!(
+        kept <= 1000 && kept + frames[0].len() > 1000,
+        "{kept} bytes in {frames:?}"
+    );
+    let counted = redis
+        .command(&["HGET", "events-hub:meta", "bytes:orchestrator"])
+        .await;
+    assert_eq!(redis_int(counted), kept as i64);
+    let dropped = redis
+        .command(&["HGET", "events-hub:meta", "dseq:orchestrator"])
+        .await;
+    assert_eq!(redis_int(dropped), 9 - frames.len() as i64);
+}

@@ -47,9 +47,9 @@ for i = 1, n do
     .. ',"epoch":' .. epoch .. '}'
   redis.call('XADD', stream, int(seq) .. '-0', 'f', frame, 't', int(now), 'i', id)
   redis.call('HSET', ids, id, int(seq))
-  redis.call('HINCRBY', meta, 'bytes:' .. ch, string.len(frame))
+  local bytes = redis.call('HINCRBY', meta, 'bytes:' .. ch, string.len(frame))
   trim(meta, stream, ids, ch, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
-    tonumber(ARGV[a + 3]), now)
+    tonumber(ARGV[a + 3]), now, bytes)
   redis.call('PUBLISH', channel, epoch .. ' ' .. int(seq) .. ' ' .. frame)
   out[#out + 1] = seq
 end
