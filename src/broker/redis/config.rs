@@ -49,7 +49,7 @@ impl ClusterSettings {
         "events-hub".into()
     }
     fn default_lease_ttl_secs() -> u64 {
-        15
+        6
     }
     fn default_pubsub_backlog() -> usize {
         10_000
