@@ -921,23 +921,17 @@ async fn quick_node(redis: &Redis) -> TestHub {
 
 /// Publishes on `hub` until a broadcast's `recipients` is `want` (each in 1..=3 on the way).
 async fn wait_recipients(hub: &TestHub, want: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let what = format!("recipients {want}");
+    eventually_async(&what, Duration::from_millis(100), || async {
         let (status, receipt) = hub
             .publish(&json!({"event_type": "pdfm", "message": "COUNT"}))
             .await;
         assert_eq!(status, 202, "{receipt}");
         let n = receipt["recipients"].as_u64().unwrap_or(0);
         assert!((1..=3).contains(&n), "{receipt}");
-        if n == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "recipients stayed {n}, not {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (n == want, n)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1120,18 +1114,11 @@ async fn lease_members(redis: &Redis, source: std::net::IpAddr) -> Vec<String> {
 
 /// Polls until `source`'s lease members satisfy `done`.
 async fn wait_members(redis: &Redis, source: std::net::IpAddr, done: impl Fn(&[String]) -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually_async("lease members", Duration::from_millis(50), || async {
         let members = lease_members(redis, source).await;
-        if done(&members) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "leases stayed {members:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (done(&members), members)
+    })
+    .await;
 }
 
 /// A node whose alive key lapsed (deleted here; in life: the node or Redis stalled past the

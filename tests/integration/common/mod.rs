@@ -404,6 +404,28 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// [`eventually`] for a check that needs I/O (a request, a Redis command): polled every
+/// `every` until it says done or [`WAIT`] passes; what it saw last is shown on failure, and
+/// returned on success.
+pub async fn eventually_async<T: std::fmt::Debug, F: Future<Output = (bool, T)>>(
+    what: &str,
+    every: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (done, seen) = check().await;
+        if done {
+            return seen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; last seen {seen:?}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// A `401` carries `WWW-Authenticate: Bearer`.
 pub fn assert_bearer_challenge(response: &reqwest::Response) {
     assert_eq!(response.status(), 401);
