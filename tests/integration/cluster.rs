@@ -124,8 +124,20 @@ impl Drop for Redis {
 
 /// A node on `redis`, ready (its `/readyz` answers 200 once it is connected and caught up).
 async fn node(redis: &Redis) -> TestHub {
+    node_with(redis, |_| {}).await
+}
+
+/// [`node`] with more settings.
+async fn node_with(
+    redis: &Redis,
+    configure: impl FnOnce(&mut events_hub::config::Settings),
+) -> TestHub {
     let url = redis.url();
-    let hub = TestHub::start_with(|s| s.cluster.redis_url = Some(url)).await;
+    let hub = TestHub::start_with(|s| {
+        s.cluster.redis_url = Some(url);
+        configure(s);
+    })
+    .await;
     wait_ready(&hub).await;
     hub
 }
@@ -634,14 +646,7 @@ async fn two_connections_per_ip_hold_across_nodes_and_a_closed_one_frees_a_slot(
     let two = std::num::NonZero::new(2).expect("positive");
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        let url = redis.url();
-        let hub = TestHub::start_with(|s| {
-            s.cluster.redis_url = Some(url);
-            s.admission.max_connections_per_ip = two;
-        })
-        .await;
-        wait_ready(&hub).await;
-        nodes.push(hub);
+        nodes.push(node_with(&redis, |s| s.admission.max_connections_per_ip = two).await);
     }
     let source = ip(9);
     let attempts = nodes.iter().map(|hub| try_subscribe(hub, source));
@@ -909,14 +914,7 @@ async fn five_thousand_events_cross_nodes_in_order() {
 
 /// A node on `redis` that renews (and reports its audience) every second.
 async fn quick_node(redis: &Redis) -> TestHub {
-    let url = redis.url();
-    let hub = TestHub::start_with(|s| {
-        s.cluster.redis_url = Some(url);
-        s.cluster.lease_ttl_secs = 3;
-    })
-    .await;
-    wait_ready(&hub).await;
-    hub
+    node_with(redis, |s| s.cluster.lease_ttl_secs = 3).await
 }
 
 /// Publishes on `hub` until a broadcast's `recipients` is `want` (each in 1..=3 on the way).
@@ -1064,13 +1062,7 @@ async fn a_node_whose_pubsub_backlog_overflows_catches_up_in_order() {
     let Some(redis) = Redis::start().await else {
         return;
     };
-    let url = redis.url();
-    let slow = TestHub::start_with(|s| {
-        s.cluster.redis_url = Some(url);
-        s.cluster.pubsub_backlog = 1;
-    })
-    .await;
-    wait_ready(&slow).await;
+    let slow = node_with(&redis, |s| s.cluster.pubsub_backlog = 1).await;
     let publisher = node(&redis).await;
     let (mut ws, _) = slow.subscribe(ip(1), "alice", "pdfm").await;
     // A batch's 100 messages arrive at once, faster than a backlog of one is drained.
@@ -1185,9 +1177,7 @@ async fn history_limits_trim_the_streams_by_count_and_bytes() {
     let Some(redis) = Redis::start().await else {
         return;
     };
-    let url = redis.url();
-    let hub = TestHub::start_with(|s| {
-        s.cluster.redis_url = Some(url);
+    let hub = node_with(&redis, |s| {
         let own = |events, bytes| events_hub::config::ChannelHistorySettings {
             max_events: events,
             max_bytes: bytes,
@@ -1199,7 +1189,6 @@ async fn history_limits_trim_the_streams_by_count_and_bytes() {
             .insert("orchestrator".into(), own(None, Some(1000)));
     })
     .await;
-    wait_ready(&hub).await;
     publish_n(&hub, "c", 8, 3).await;
     let events: Vec<Value> = (0..9)
         .map(|i| json!({"event_type": "orchestrator", "message": format!("b-{i}")}))
