@@ -103,6 +103,8 @@ pub struct Metrics {
     resumes: Family<OutcomeLabel, Counter>,
     opened: Counter,
     cluster: Family<KindLabel, Counter>,
+    redis_calls: Histogram,
+    relays: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -174,10 +176,26 @@ impl Metrics {
             "Cluster nodes: pub/sub reconnects, gaps filled from the stream, events skipped because the stream no longer held them, relayed commands unanswered",
             cluster.clone(),
         );
+        let redis_calls = Histogram::new(LATENCY_BUCKETS);
+        registry.register_with_unit(
+            "cluster_redis_call",
+            "Cluster nodes: each call to Redis until its answer (publish scripts, reads, leases, registry); no samples on a single node",
+            Unit::Seconds,
+            redis_calls.clone(),
+        );
+        let relays = Histogram::new(LATENCY_BUCKETS);
+        registry.register_with_unit(
+            "cluster_relay",
+            "Cluster nodes: a command relayed to another node (unsubscribe, targeted event) until its answer; no samples on a single node",
+            Unit::Seconds,
+            relays.clone(),
+        );
         let snapshot = std::sync::Arc::new(SnapshotCollector::default());
         registry.register_collector(Box::new(std::sync::Arc::clone(&snapshot)));
         Self {
             cluster,
+            redis_calls,
+            relays,
             registry,
             snapshot,
             published,
@@ -199,6 +217,16 @@ impl Metrics {
             ClusterEvent::FellBehind => ("fell_behind", 1),
         };
         self.cluster.get_or_create(&KindLabel { kind }).inc_by(n);
+    }
+
+    /// One Redis call of a cluster node took `elapsed` (answered, failed or timed out).
+    pub fn redis_call(&self, elapsed: Duration) {
+        self.redis_calls.observe(elapsed.as_secs_f64());
+    }
+
+    /// A relayed command was answered after `elapsed`.
+    pub fn relayed(&self, elapsed: Duration) {
+        self.relays.observe(elapsed.as_secs_f64());
     }
 
     /// One event published on `channel`, handed to `recipients` sockets.

@@ -319,6 +319,10 @@ async fn a_killed_pubsub_connection_catches_up_in_order() {
         !text.contains("events_hub_cluster_events_total{kind=\"reconnect\"} 0"),
         "{text}"
     );
+    assert!(
+        !text.contains("events_hub_cluster_redis_call_seconds_count 0"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -842,6 +846,20 @@ async fn unsubscribe_and_targeted_publish_work_through_a_node_without_the_client
         .await;
     assert_eq!(status, 202);
     assert_eq!(next_json(&mut ws).await["message"], "STILL_HERE");
+    // Two relays answered (the targeted event, the unsubscribe) and timed on the sender.
+    let text = nodes[1]
+        .http()
+        .get(nodes[1].url("/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        text.contains("events_hub_cluster_relay_seconds_count 2"),
+        "{text}"
+    );
 }
 
 /// How many connections subscribe to `channel`'s Redis channel.

@@ -107,6 +107,7 @@ impl Inner {
         let (answer, answered) = oneshot::channel();
         self.pending.insert(id, answer);
         let message = format!("Q {id} {} {kind} {body}", self.node_id);
+        let started = std::time::Instant::now();
         let channel = self.node_channel(node);
         let sent: Result<u64, _> = self
             .call(|mut conn| async move { conn.publish(channel, message).await })
@@ -114,7 +115,12 @@ impl Inner {
         let outcome = match sent {
             Ok(0) => Err(RelayError::Gone),
             Ok(_) => match tokio::time::timeout(RELAY_TIMEOUT, answered).await {
-                Ok(Ok(answer)) => Ok(answer),
+                Ok(Ok(answer)) => {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.relayed(started.elapsed());
+                    }
+                    Ok(answer)
+                }
                 _ => Err(self.timed_out(node)),
             },
             Err(error) => Err(RelayError::Unavailable(format!(

@@ -85,7 +85,11 @@ impl Inner {
     where
         F: Future<Output = ::redis::RedisResult<T>>,
     {
+        let started = std::time::Instant::now();
         let answer = tokio::time::timeout(RESPONSE_TIMEOUT * 2, run(self.conn.clone())).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.redis_call(started.elapsed());
+        }
         answer
             .map_err(|_| RedisFailure::Timeout(RESPONSE_TIMEOUT * 2))?
             .map_err(Into::into)
