@@ -971,22 +971,6 @@ async fn recipients_count_the_subscribers_of_every_node() {
     wait_recipients(&nodes[0], 2).await;
 }
 
-/// `POST /v1/events` with an `Idempotency-Key`: status, `Idempotent-Replayed`, body.
-async fn publish_keyed(hub: &TestHub, key: &str, body: &Value) -> (u16, Option<String>, Value) {
-    let response = hub
-        .http()
-        .post(hub.url("/v1/events"))
-        .bearer_auth(hub.publisher())
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .expect("publish request");
-    let replayed = header_text(&response, "idempotent-replayed");
-    let (status, body) = json_response(response).await;
-    (status, replayed, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_publishes_once_across_nodes() {
     let Some(redis) = Redis::start().await else {
@@ -995,13 +979,13 @@ async fn an_idempotency_key_publishes_once_across_nodes() {
     let (a, b) = (node(&redis).await, node(&redis).await);
     let (mut ws, _) = b.subscribe(ip(1), "alice", "pdfm").await;
     let once = json!({"event_type": "pdfm", "message": "ONCE"});
-    let (status, replayed, first) = publish_keyed(&a, "retry-1", &once).await;
+    let (status, replayed, first) = publish_keyed(&a, &a.publisher(), "retry-1", &once).await;
     assert_eq!(
         (status, replayed.as_deref()),
         (202, Some("false")),
         "{first}"
     );
-    let (status, replayed, again) = publish_keyed(&b, "retry-1", &once).await;
+    let (status, replayed, again) = publish_keyed(&b, &b.publisher(), "retry-1", &once).await;
     assert_eq!(
         (status, replayed.as_deref()),
         (202, Some("true")),
@@ -1012,7 +996,7 @@ async fn an_idempotency_key_publishes_once_across_nodes() {
         "node B answers node A's receipt, ids included"
     );
     let other = json!({"event_type": "pdfm", "message": "OTHER"});
-    let (status, _, body) = publish_keyed(&b, "retry-1", &other).await;
+    let (status, _, body) = publish_keyed(&b, &b.publisher(), "retry-1", &other).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (409, Some("idempotency_key_reused"))
@@ -1020,20 +1004,10 @@ async fn an_idempotency_key_publishes_once_across_nodes() {
 
     // Eight requests with one key, four on each node, at once: one publish, one receipt.
     let race = json!({"event_type": "pdfm", "message": "RACE"});
-    let requests = (0..8).map(|i| publish_keyed([&a, &b][i % 2], "race", &race));
+    let token = a.publisher();
+    let requests = (0..8).map(|i| publish_keyed([&a, &b][i % 2], &token, "race", &race));
     let answers = futures_util::future::join_all(requests).await;
-    let receipts: std::collections::BTreeSet<String> = answers
-        .iter()
-        .map(|(status, _, body)| {
-            assert_eq!(*status, 202, "{body}");
-            body["ids"].to_string()
-        })
-        .collect();
-    assert_eq!(receipts.len(), 1, "{answers:?}");
-    let fresh = answers
-        .iter()
-        .filter(|(_, r, _)| r.as_deref() == Some("false"));
-    assert_eq!(fresh.count(), 1, "{answers:?}");
+    assert_published_once(&answers);
 
     let (status, body) = a
         .publish(&json!({"event_type": "pdfm", "message": "NEXT"}))

@@ -233,27 +233,6 @@ async fn pdfm_history(hub: &TestHub) -> Value {
     body
 }
 
-/// `POST /v1/events` with a publisher token and an `Idempotency-Key`.
-async fn publish_keyed(
-    hub: &TestHub,
-    token: &str,
-    key: &str,
-    body: &Value,
-) -> (u16, Option<String>, Value) {
-    let response = hub
-        .http()
-        .post(hub.url("/v1/events"))
-        .bearer_auth(token)
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .expect("publish request");
-    let replayed = crate::common::header_text(&response, "idempotent-replayed");
-    let (status, body) = json_response(response).await;
-    (status, replayed, body)
-}
-
 #[tokio::test]
 async fn a_retry_with_the_same_idempotency_key_publishes_once_and_gets_the_same_receipt() {
     let hub = TestHub::start().await;
@@ -281,18 +260,7 @@ async fn concurrent_requests_with_one_key_publish_once() {
     let event = json!({"event_type": "pdfm", "message": "RACE"});
     let requests = (0..16).map(|_| publish_keyed(&hub, &token, "race", &event));
     let answers = futures_util::future::join_all(requests).await;
-    let receipts: std::collections::BTreeSet<String> = answers
-        .iter()
-        .map(|(status, _, body)| {
-            assert_eq!(*status, 202);
-            body["ids"].to_string()
-        })
-        .collect();
-    assert_eq!(receipts.len(), 1, "every answer carries the one receipt");
-    let fresh = answers
-        .iter()
-        .filter(|(_, r, _)| r.as_deref() == Some("false"));
-    assert_eq!(fresh.count(), 1);
+    assert_published_once(&answers);
     let page = pdfm_history(&hub).await;
     assert_eq!(page["last_seq"], 1);
 }

@@ -93,7 +93,7 @@ async fn session(
         inner.fill(channel, &mut local, u64::MAX).await?;
     }
     // Leases and registry entries a restarted Redis lost are taken again.
-    inner.renew(true).await;
+    inner.renew().await;
     inner.up.store(true, Ordering::Release);
     *was_up = true;
     tracing::info!("cluster: pub/sub connected and caught up");

@@ -42,23 +42,15 @@ impl Drop for Held {
         let Some((_, key)) = self.inner.leases.remove(&self.member) else {
             return;
         };
-        let (inner, member) = (Arc::clone(&self.inner), std::mem::take(&mut self.member));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let freed = inner
-                    .call(|mut conn| async move {
-                        ::redis::cmd("ZREM")
-                            .arg(key)
-                            .arg(member)
-                            .query_async::<()>(&mut conn)
-                            .await
-                    })
-                    .await;
-                if let Err(error) = freed {
-                    tracing::debug!(%error, "cluster: lease not freed; it expires by itself");
-                }
+        let member = std::mem::take(&mut self.member);
+        self.inner
+            .call_in_background("lease release", |mut conn| async move {
+                ::redis::cmd("ZREM")
+                    .arg(key)
+                    .arg(member)
+                    .query_async::<()>(&mut conn)
+                    .await
             });
-        }
     }
 }
 
@@ -130,9 +122,9 @@ impl Inner {
 
     /// Everything again, right after (re)connecting to Redis: alive, every lease and registry
     /// entry taken again (so the limits hold after a Redis restart), the audience.
-    pub async fn renew(&self, retake: bool) {
+    pub async fn renew(&self) {
         self.heartbeat().await;
-        self.refresh(retake).await;
+        self.refresh(true).await;
         self.report_audience().await;
     }
 

@@ -13,7 +13,7 @@ use ::redis::Value;
 
 use super::RedisFailure;
 use super::publish::unavailable;
-use super::scripts::ONCE;
+use super::scripts::{ONCE, text};
 use super::state::Inner;
 use crate::broker::{Event, PublishError, Receipt};
 use crate::idempotency::Seen;
@@ -125,11 +125,6 @@ impl Inner {
 
 fn parse_claim(answer: &[Value]) -> Result<Claim, RedisFailure> {
     let bad = || RedisFailure::Unexpected("once.lua answer");
-    let text = |value: &Value| match value {
-        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok().map(str::to_owned),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    };
     let kind = answer.first().and_then(text).ok_or_else(bad)?;
     Ok(match kind.as_str() {
         "new" => Claim::Mine,

@@ -98,15 +98,8 @@ impl Inner {
     }
 
     pub async fn seq_at(&self, channel: ChannelId, since: DateTime<Utc>) -> u64 {
-        let keys = &self.keys.channels[channel.index()];
-        let limits = &self.limits[channel.index()];
-        let mut call = SEQ_AT.prepare_invoke();
-        call.key(&self.keys.meta).key(&keys.stream).key(&keys.ids);
-        call.arg(&keys.name)
-            .arg(limits.max_events)
-            .arg(limits.max_bytes)
-            .arg(limits.max_age.map_or(0, |a| a.as_micros() as u64))
-            .arg(since.timestamp_micros().max(0));
+        let mut call = self.trimming(&SEQ_AT, channel);
+        call.arg(since.timestamp_micros().max(0));
         let answer: Result<u64, _> = self
             .call(|mut conn| async move { call.invoke_async(&mut conn).await })
             .await;

@@ -33,14 +33,10 @@ impl Drop for Entry {
         let Some((_, key)) = self.inner.announced.remove(&self.client) else {
             return;
         };
-        let inner = Arc::clone(&self.inner);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = inner
-                    .call(|mut conn| async move { conn.del::<_, ()>(key).await })
-                    .await;
+        self.inner
+            .call_in_background("registry entry removal", |mut conn| async move {
+                conn.del::<_, ()>(key).await
             });
-        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use ::redis::{Script, Value};
+use ::redis::{Script, ScriptInvocation, Value};
 
 use super::RedisFailure;
 use super::state::Inner;
@@ -114,7 +114,8 @@ pub(super) fn int(value: &Value) -> Option<u64> {
     }
 }
 
-fn text(value: &Value) -> Option<String> {
+/// A string reply.
+pub(super) fn text(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
         Value::SimpleString(s) => Some(s.clone()),
@@ -123,6 +124,24 @@ fn text(value: &Value) -> Option<String> {
 }
 
 impl Inner {
+    /// A call of a script that trims `channel` first (`read.lua`, `seq_at.lua`): its keys
+    /// (meta, stream, ids) and its name and `[history]` limits as the first arguments.
+    pub(super) fn trimming<'a>(
+        &self,
+        script: &'a Script,
+        channel: ChannelId,
+    ) -> ScriptInvocation<'a> {
+        let keys = &self.keys.channels[channel.index()];
+        let limits = &self.limits[channel.index()];
+        let mut call = script.prepare_invoke();
+        call.key(&self.keys.meta).key(&keys.stream).key(&keys.ids);
+        call.arg(&keys.name)
+            .arg(limits.max_events)
+            .arg(limits.max_bytes)
+            .arg(limits.max_age.map_or(0, |a| a.as_micros() as u64));
+        call
+    }
+
     /// `read.lua`: seqs `from..=until`, at most `limit` (0: only the counts).
     pub async fn read(
         &self,
@@ -131,17 +150,8 @@ impl Inner {
         until: u64,
         limit: usize,
     ) -> Result<View, RedisFailure> {
-        let keys = &self.keys.channels[channel.index()];
-        let limits = &self.limits[channel.index()];
-        let mut call = READ.prepare_invoke();
-        call.key(&self.keys.meta).key(&keys.stream).key(&keys.ids);
-        call.arg(&keys.name)
-            .arg(limits.max_events)
-            .arg(limits.max_bytes)
-            .arg(limits.max_age.map_or(0, |a| a.as_micros() as u64))
-            .arg(from)
-            .arg(until)
-            .arg(limit);
+        let mut call = self.trimming(&READ, channel);
+        call.arg(from).arg(until).arg(limit);
         let values: Vec<Value> = self
             .call(|mut conn| async move { call.invoke_async(&mut conn).await })
             .await?;

@@ -95,6 +95,27 @@ impl Inner {
             .map_err(Into::into)
     }
 
+    /// [`call`](Self::call) in the background, for a clean-up its caller must not wait for
+    /// (a socket's end); what it cleans up expires by itself, so a failure is only logged.
+    pub fn call_in_background<T, F>(
+        self: &Arc<Self>,
+        what: &'static str,
+        run: impl FnOnce(ConnectionManager) -> F + Send + 'static,
+    ) where
+        T: Send + 'static,
+        F: Future<Output = ::redis::RedisResult<T>> + Send + 'static,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let inner = Arc::clone(self);
+        runtime.spawn(async move {
+            if let Err(error) = inner.call(run).await {
+                tracing::debug!(%error, "cluster: {what} not done; it expires by itself");
+            }
+        });
+    }
+
     pub fn count(&self, event: crate::metrics::ClusterEvent) {
         if let Some(metrics) = &self.metrics {
             metrics.cluster(event);

@@ -426,6 +426,48 @@ pub async fn eventually_async<T: std::fmt::Debug, F: Future<Output = (bool, T)>>
     }
 }
 
+/// `POST /v1/events` with `token` and an `Idempotency-Key`: status, `Idempotent-Replayed`, body.
+pub async fn publish_keyed(
+    hub: &TestHub,
+    token: &str,
+    key: &str,
+    body: &Value,
+) -> (u16, Option<String>, Value) {
+    let response = hub
+        .http()
+        .post(hub.url("/v1/events"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("publish request");
+    let replayed = header_text(&response, "idempotent-replayed");
+    let (status, body) = json_response(response).await;
+    (status, replayed, body)
+}
+
+/// Concurrent answers to one `Idempotency-Key`: all `202` with one receipt, exactly one of
+/// them not replayed (the one publish).
+pub fn assert_published_once(answers: &[(u16, Option<String>, Value)]) {
+    let receipts: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|(status, _, body)| {
+            assert_eq!(*status, 202, "{body}");
+            body["ids"].to_string()
+        })
+        .collect();
+    assert_eq!(
+        receipts.len(),
+        1,
+        "every answer carries the one receipt: {answers:?}"
+    );
+    let fresh = answers
+        .iter()
+        .filter(|(_, r, _)| r.as_deref() == Some("false"));
+    assert_eq!(fresh.count(), 1, "{answers:?}");
+}
+
 /// A `401` carries `WWW-Authenticate: Bearer`.
 pub fn assert_bearer_challenge(response: &reqwest::Response) {
     assert_eq!(response.status(), 401);
